@@ -44,7 +44,13 @@ class DynsecAdmin:
     """``with DynsecAdmin(host, port, user, password) as admin: admin.create_device(...)``."""
 
     def __init__(
-        self, host: str, port: int, username: str, password: str, *, prefix: str = "tether",
+        self,
+        host: str,
+        port: int,
+        username: str,
+        password: str,
+        *,
+        prefix: str = "tether",
         timeout: float = 10.0,
     ) -> None:
         self.prefix = prefix
@@ -71,7 +77,10 @@ class DynsecAdmin:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.close()
 
@@ -80,7 +89,9 @@ class DynsecAdmin:
         self._client.loop_start()
         if not self._connected.wait(self.timeout) or self._connect_error:
             self.close()
-            raise ConnectionError(f"dynsec admin could not connect: {self._connect_error or 'timeout'}")
+            raise ConnectionError(
+                f"dynsec admin could not connect: {self._connect_error or 'timeout'}"
+            )
         self._client.subscribe(dynsec.RESPONSE_TOPIC, qos=1)
         if not self._subscribed.wait(self.timeout):
             self.close()
@@ -93,7 +104,9 @@ class DynsecAdmin:
     def execute(self, commands: list[dynsec.Command]) -> list[dict[str, Any]]:
         """Send commands in one request; return the responses or raise :class:`DynsecError`."""
         tag = uuid.uuid4().hex
-        tagged = [{**command, "correlationData": f"{tag}:{i}"} for i, command in enumerate(commands)]
+        tagged = [
+            {**command, "correlationData": f"{tag}:{i}"} for i, command in enumerate(commands)
+        ]
         done = threading.Event()
         responses: list[dict[str, Any]] = []
         with self._lock:
@@ -130,7 +143,11 @@ class DynsecAdmin:
         self._connected.set()
 
     def _on_subscribe(
-        self, client: mqtt.Client, userdata: Any, mid: int, reasons: list[ReasonCode],
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reasons: list[ReasonCode],
         props: Properties | None,
     ) -> None:
         if not any(r.is_failure for r in reasons):

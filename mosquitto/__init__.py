@@ -1,1 +1,1 @@
-"""Tether's Mosquitto configuration: the config template, its renderer and the dynamic-security model."""
+"""Tether's Mosquitto configuration: template, renderer and dynamic-security model."""

@@ -11,6 +11,7 @@ import glob
 import json
 import os
 import pwd
+import secrets
 import string
 from dataclasses import dataclass
 from importlib import resources
@@ -21,6 +22,8 @@ from mosquitto.dynsec import initial_dynsec_config
 DEFAULT_MAX_PACKET_SIZE = 128 * 1024  # args ≤ 64 KiB encoded, plus the command envelope
 DEFAULT_MAX_QUEUED_MESSAGES = 2000  # above the bridge's default pending limit of 1000
 DYNSEC_FILE_NAME = "dynamic-security.json"
+BRIDGE_SECRET_FILE_NAME = "bridge-credentials.json"
+DEFAULT_BRIDGE_USERNAME = "tether-bridge"
 CONF_FILE_NAME = "mosquitto.conf"
 
 _PLUGIN_CANDIDATES = (
@@ -104,6 +107,17 @@ def _owner_of(path: Path) -> str:
         return ""
 
 
+def prepare_data_dir(data_dir: Path) -> None:
+    """Create the directory if needed and prove it is writable, or raise a clear error."""
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        probe = data_dir / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise BrokerConfigError(f"data directory {data_dir} is not writable: {exc}") from exc
+
+
 def render_broker_files(settings: BrokerSettings, admin_username: str, admin_password: str) -> Path:
     """Write the config into ``settings.data_dir``; create the dynsec file only if it is missing.
 
@@ -116,7 +130,9 @@ def render_broker_files(settings: BrokerSettings, admin_username: str, admin_pas
         probe.write_text("ok")
         probe.unlink()
     except OSError as exc:
-        raise BrokerConfigError(f"data directory {settings.data_dir} is not writable: {exc}") from exc
+        raise BrokerConfigError(
+            f"data directory {settings.data_dir} is not writable: {exc}"
+        ) from exc
     settings.conf_path.write_text(render_config(settings))
     if not settings.dynsec_path.exists():
         document = initial_dynsec_config(admin_username, admin_password)
@@ -125,3 +141,31 @@ def render_broker_files(settings: BrokerSettings, admin_username: str, admin_pas
         tmp.chmod(0o600)
         os.replace(tmp, settings.dynsec_path)
     return settings.conf_path
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeCredentials:
+    username: str
+    password: str
+
+
+def load_or_create_bridge_credentials(
+    data_dir: Path, username: str = DEFAULT_BRIDGE_USERNAME
+) -> BridgeCredentials:
+    """The bridge's broker login, generated on first use and kept (mode 0600) in the data dir.
+
+    Kept because the dynamic security file stores only its hash: a restarted stack must log in
+    with the same password.
+    """
+    path = data_dir / BRIDGE_SECRET_FILE_NAME
+    if path.exists():
+        stored = json.loads(path.read_text())
+        return BridgeCredentials(stored["username"], stored["password"])
+    prepare_data_dir(data_dir)
+    creds = BridgeCredentials(username, secrets.token_urlsafe(24))
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump({"username": creds.username, "password": creds.password}, out)
+    os.replace(tmp, path)
+    return creds

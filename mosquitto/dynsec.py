@@ -95,7 +95,9 @@ def initial_dynsec_config(
     }
 
 
-def create_device_commands(prefix: str, device_id: str, username: str, password: str) -> list[Command]:
+def create_device_commands(
+    prefix: str, device_id: str, username: str, password: str
+) -> list[Command]:
     """Create the device's role, then its client bound to client id == username."""
     role = device_role_name(device_id)
     return [

@@ -48,7 +48,7 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
 def wait_for_port(
     host: str, port: int, deadline: float, exit_status: Callable[[], int | None] = lambda: None
 ) -> None:
-    """Return once ``host:port`` accepts a TCP connection; raise if the server exits or time is up."""
+    """Return once ``host:port`` accepts TCP connections; raise if the server exits or time ends."""
     while True:
         status = exit_status()
         if status is not None:
@@ -56,12 +56,14 @@ def wait_for_port(
         with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
             return
         if time.monotonic() > deadline:
-            raise BrokerConfigError(f"mosquitto did not accept connections on {host}:{port} in time")
+            raise BrokerConfigError(
+                f"mosquitto did not accept connections on {host}:{port} in time"
+            )
         time.sleep(0.02)  # poll interval while waiting for the listener, not a wait for a result
 
 
 class MosquittoProcess:
-    """A Mosquitto child process owned by this one: ``start()`` waits until it accepts connections."""
+    """A Mosquitto child of this process; ``start()`` returns once it accepts connections."""
 
     def __init__(
         self,
@@ -95,13 +97,19 @@ class MosquittoProcess:
         log = self.log_path.open("ab")
         try:
             self._proc = subprocess.Popen(
-                [binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                [binary, "-c", str(conf)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
             )
         finally:
             log.close()
         try:
             wait_for_port(
-                self.settings.bind_address, self.settings.port, time.monotonic() + timeout, self._proc.poll
+                self.settings.bind_address,
+                self.settings.port,
+                time.monotonic() + timeout,
+                self._proc.poll,
             )
         except BrokerConfigError as exc:
             self.kill()
@@ -144,6 +152,9 @@ class MosquittoProcess:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.stop()

@@ -18,8 +18,12 @@ pytestmark = pytest.mark.broker
 
 def device(broker: BrokerHandle, creds: Credentials, **kwargs: object) -> ProbeClient:
     return ProbeClient(
-        broker.host, broker.port, client_id=creds.username, username=creds.username,
-        password=creds.password, **kwargs,  # type: ignore[arg-type]
+        broker.host,
+        broker.port,
+        client_id=creds.username,
+        username=creds.username,
+        password=creds.password,
+        **kwargs,  # type: ignore[arg-type]
     )
 
 
@@ -39,7 +43,11 @@ def test_anonymous_and_wrong_password_are_refused(broker: BrokerHandle, protocol
     anonymous = ProbeClient(broker.host, broker.port, protocol=protocol)
     assert anonymous.connect().is_failure
     wrong = ProbeClient(
-        broker.host, broker.port, client_id="dev-a", username="dev-a", password="not-it",
+        broker.host,
+        broker.port,
+        client_id="dev-a",
+        username="dev-a",
+        password="not-it",
         protocol=protocol,
     )
     assert wrong.connect().is_failure
@@ -141,7 +149,9 @@ def test_queued_command_reaches_device_after_reconnect(
     assert returning.session_present
     message = returning.next_message()
     assert (message.topic, message.payload, message.qos) == (
-        topic("dev-a", "cmd"), b"while you were away", 1,
+        topic("dev-a", "cmd"),
+        b"while you were away",
+        1,
     )
 
 

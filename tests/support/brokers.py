@@ -66,7 +66,9 @@ class BrokerHandle:
         return self._broker.admin_password
 
     def admin(self) -> DynsecAdmin:
-        return DynsecAdmin(self.host, self.port, self.admin_username, self.admin_password, prefix=PREFIX)
+        return DynsecAdmin(
+            self.host, self.port, self.admin_username, self.admin_password, prefix=PREFIX
+        )
 
     def provision(self, *device_ids: str) -> list[Credentials]:
         created = []
@@ -199,7 +201,9 @@ def docker_engine_available() -> bool:
     try:
         probe = subprocess.run(
             [docker_cli, "info", "--format", "{{.ServerVersion}}"],
-            capture_output=True, timeout=10, check=False,
+            capture_output=True,
+            timeout=10,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
         return False

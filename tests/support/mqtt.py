@@ -67,7 +67,9 @@ class ProbeClient:
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = WEEK if self.persistent else 0
             kwargs["clean_start"] = not self.persistent
-        self.client.reconnect_delay_set(60, 120)  # tests reconnect explicitly, never behind our back
+        self.client.reconnect_delay_set(
+            60, 120
+        )  # tests reconnect explicitly, never behind our back
         self.client.connect(self.host, self.port, keepalive=20, properties=props, **kwargs)
         self.client.loop_start()
         if not self._connack_event.wait(TIMEOUT):
@@ -126,7 +128,9 @@ class ProbeClient:
         self.session_present = bool(getattr(flags, "session_present", False))
         self._connack_event.set()
 
-    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
+    ) -> None:
         self._disconnected.set()
         if not self._connack_event.is_set():
             # Refused before a CONNACK reached us (MQTT 3.1.1 refusals arrive this way too).

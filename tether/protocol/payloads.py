@@ -168,7 +168,9 @@ def decode_ack(raw: bytes | bytearray | str) -> AckMessage:
         status = AckStatus(status_text)
     except ValueError:
         allowed = ", ".join(s.value for s in AckStatus)
-        raise ProtocolError(what, f"{status_text[:40]!r} is not one of {allowed}", "status") from None
+        raise ProtocolError(
+            what, f"{status_text[:40]!r} is not one of {allowed}", "status"
+        ) from None
     at = _field(obj, what, "at", str)
     parse_time(at, what, "at")
     error = obj.get("error")

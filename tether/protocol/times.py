@@ -8,10 +8,12 @@ from tether.protocol.errors import ProtocolError
 
 
 def format_time(moment: datetime) -> str:
-    """``2026-11-27T03:52:24.123456Z``: always UTC, always microseconds, so strings sort as times."""
+    """``2026-11-27T03:52:24.123456Z``: UTC, microseconds, so the strings sort as times."""
     if moment.tzinfo is None:
         raise ValueError("naive datetime: pass an aware one (UTC)")
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    utc = moment.astimezone(UTC)
+    # Not strftime: it does not zero-pad years below 1000 on every libc.
+    return f"{utc.year:04d}-{utc:%m-%dT%H:%M:%S.%f}Z"
 
 
 def utc_now() -> str:

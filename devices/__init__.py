@@ -1,0 +1,1 @@
+"""The device side of Tether: the device agent (paho-mqtt) and the fleet simulator."""

@@ -1,0 +1,137 @@
+"""``tether``: one command, many subcommands; every flag also reads a ``TETHER_*`` variable."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+
+from mosquitto.config import (
+    BrokerConfigError,
+    BrokerSettings,
+    load_or_create_bridge_credentials,
+    render_broker_files,
+)
+from mosquitto.process import MosquittoProcess
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def env_default(name: str, fallback: str | None = None) -> str | None:
+    return os.environ.get(f"TETHER_{name}", fallback)
+
+
+def add_broker_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(env_default("DATA_DIR", ".tether") or ".tether"),
+        help="where the broker keeps its config, persistence and credentials "
+        "(TETHER_DATA_DIR, default .tether)",
+    )
+    parser.add_argument(
+        "--mqtt-port",
+        type=int,
+        default=int(env_default("MQTT_PORT", "18830") or 18830),
+        help="the broker's port (TETHER_MQTT_PORT, default 18830, clear of a broker on 1883)",
+    )
+    parser.add_argument(
+        "--mqtt-bind",
+        default=env_default("MQTT_BIND", "127.0.0.1"),
+        help="the address the broker listens on (TETHER_MQTT_BIND, default 127.0.0.1)",
+    )
+
+
+def broker_settings(args: argparse.Namespace) -> BrokerSettings:
+    return BrokerSettings(
+        port=args.mqtt_port,
+        data_dir=args.data_dir.resolve(),
+        bind_address=args.mqtt_bind,
+        dynsec_plugin=getattr(args, "dynsec_plugin", None),
+        user=getattr(args, "broker_user", None),
+    )
+
+
+def cmd_broker_config(args: argparse.Namespace) -> int:
+    settings = broker_settings(args)
+    creds = load_or_create_bridge_credentials(settings.data_dir)
+    conf = render_broker_files(settings, creds.username, creds.password)
+    print(conf)
+    return 0
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    settings = broker_settings(args)
+    creds = load_or_create_bridge_credentials(settings.data_dir)
+    broker = MosquittoProcess(settings, creds.username, creds.password)
+    stop_requested = False
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    broker.start()
+    print(
+        f"mosquitto is up on {settings.bind_address}:{settings.port} (pid {broker.pid}); "
+        f"config, data and log in {settings.data_dir}; Ctrl-C stops it",
+        flush=True,
+    )
+    try:
+        while not stop_requested and broker.running:
+            signal.pause()
+    finally:
+        broker.stop()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tether", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    config = sub.add_parser(
+        "broker-config", help="write Mosquitto's config for a port and data directory"
+    )
+    add_broker_flags(config)
+    config.add_argument(
+        "--dynsec-plugin",
+        default=env_default("DYNSEC_PLUGIN"),
+        help="path of mosquitto_dynamic_security.so as the broker sees it (default: found here)",
+    )
+    config.add_argument(
+        "--broker-user",
+        default=env_default("BROKER_USER"),
+        help="the user Mosquitto drops to when started as root (default: the data dir's owner)",
+    )
+    config.set_defaults(handler=cmd_broker_config)
+
+    broker = sub.add_parser("broker", help="run Mosquitto in the foreground with Tether's config")
+    add_broker_flags(broker)
+    broker.set_defaults(handler=cmd_broker)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except BrokerConfigError as exc:
+        print(f"tether: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

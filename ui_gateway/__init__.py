@@ -1,0 +1,1 @@
+"""The people side of Tether: one Starlette app with WebSocket, SSE, REST and the dashboard."""
