@@ -91,11 +91,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tether", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def register_broker_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     config = sub.add_parser(
         "broker-config", help="write Mosquitto's config for a port and data directory"
     )
@@ -115,6 +111,19 @@ def build_parser() -> argparse.ArgumentParser:
     broker = sub.add_parser("broker", help="run Mosquitto in the foreground with Tether's config")
     add_broker_flags(broker)
     broker.set_defaults(handler=cmd_broker)
+
+
+def registrars() -> list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]]:
+    """Each package adds its own subcommands; imported here so ``tether --help`` lists them all."""
+    return [register_broker_commands]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tether", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for register in registrars():
+        register(sub)
     return parser
 
 
