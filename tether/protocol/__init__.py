@@ -20,13 +20,21 @@ from tether.protocol.payloads import (
     decode_event,
     decode_status,
 )
-from tether.protocol.states import TERMINAL_STATES, CommandState, Decision, Verdict, decide
+from tether.protocol.states import (
+    PENDING_STATES,
+    TERMINAL_STATES,
+    CommandState,
+    Decision,
+    Verdict,
+    decide,
+)
 from tether.protocol.times import format_time, parse_time, utc_now
 from tether.protocol.topics import DEFAULT_PREFIX, Channel, TopicRef, Topics
 
 __all__ = [
     "DEFAULT_PREFIX",
     "MAX_ARGS_BYTES",
+    "PENDING_STATES",
     "TERMINAL_STATES",
     "AckMessage",
     "AckStatus",

@@ -1,0 +1,414 @@
+"""Write jobs: each runs inside one shard transaction on the shard's writer thread.
+
+Every state change goes through :func:`tether.protocol.decide`, so a duplicate, late or
+out-of-order input never moves a command backwards. Each change emits its event in the same
+transaction, so a change is committed before it is announced, and never announced if it is not.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from broker_bridge.errors import Conflict, NotFound, QueueFull, UnknownDevice
+from broker_bridge.policy import DeliveryPolicy
+from broker_bridge.store.records import Record, command_record, device_record
+from broker_bridge.store.shard import WriteTx
+from tether.protocol import PENDING_STATES, CommandState, Verdict, decide, format_time
+
+S = CommandState
+_PENDING = tuple(s.value for s in PENDING_STATES)
+_UNDELIVERED = (S.QUEUED.value, S.SENT.value)
+_PENDING_SQL = ",".join("?" * len(_PENDING))
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _command_row(conn: sqlite3.Connection, command_id: str) -> sqlite3.Row | None:
+    row: sqlite3.Row | None = conn.execute(
+        "SELECT * FROM commands WHERE id = ?", (command_id,)
+    ).fetchone()
+    return row
+
+
+def _later(now: datetime, seconds: float) -> str:
+    return format_time(now + timedelta(seconds=seconds))
+
+
+def _min_time(*values: str | None) -> str | None:
+    present = [v for v in values if v is not None]
+    return min(present) if present else None
+
+
+# --- devices ------------------------------------------------------------------------------
+
+
+def create_device(tx: WriteTx, device_id: str, username: str, now: datetime) -> Record:
+    existing = tx.conn.execute(
+        "SELECT revoked_at FROM devices WHERE id = ?", (device_id,)
+    ).fetchone()
+    if existing is not None and existing["revoked_at"] is None:
+        raise Conflict(f"device {device_id!r} already exists")
+    # A revoked id may be provisioned again; its command history stays.
+    tx.conn.execute(
+        "INSERT INTO devices (id, username, provisioned_at) VALUES (?, ?, ?) "
+        "ON CONFLICT (id) DO UPDATE SET username = excluded.username, "
+        "provisioned_at = excluded.provisioned_at, revoked_at = NULL, online = 0, "
+        "reconnects = '[]'",
+        (device_id, username, format_time(now)),
+    )
+    row = tx.conn.execute("SELECT * FROM devices WHERE id = ?", (device_id,)).fetchone()
+    record = device_record(row)
+    tx.emit("presence", device_id, record)
+    return record
+
+
+def revoke_device(tx: WriteTx, device_id: str, now: datetime) -> Record:
+    row = tx.conn.execute("SELECT * FROM devices WHERE id = ?", (device_id,)).fetchone()
+    if row is None or row["revoked_at"] is not None:
+        raise UnknownDevice(f"no device {device_id!r}")
+    stamp = format_time(now)
+    tx.conn.execute(
+        "UPDATE devices SET revoked_at = ?, online = 0 WHERE id = ?", (stamp, device_id)
+    )
+    undelivered = tx.conn.execute(
+        "SELECT id FROM commands WHERE device_id = ? AND state IN (?, ?) ORDER BY seq",
+        (device_id, *_UNDELIVERED),
+    ).fetchall()
+    for (command_id,) in undelivered:
+        transition(tx, command_id, S.UNDELIVERABLE, now, error="device revoked")
+    record = device_record(
+        tx.conn.execute("SELECT * FROM devices WHERE id = ?", (device_id,)).fetchone()
+    )
+    tx.emit("presence", device_id, record)
+    return record
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceChange:
+    known: bool
+    changed: bool
+    came_online: bool
+    record: Record | None = None
+
+
+def update_presence(
+    tx: WriteTx, device_id: str, online: bool, agent: str | None, now: datetime
+) -> PresenceChange:
+    row = tx.conn.execute("SELECT * FROM devices WHERE id = ?", (device_id,)).fetchone()
+    if row is None or row["revoked_at"] is not None:
+        return PresenceChange(known=False, changed=False, came_online=False)
+    stamp = format_time(now)
+    was_online = bool(row["online"])
+    reconnects = [t for t in json.loads(row["reconnects"]) if t > _later(now, -3600)]
+    connected_since = row["connected_since"]
+    if online and not was_online:
+        reconnects.append(stamp)
+        connected_since = stamp
+    tx.conn.execute(
+        "UPDATE devices SET online = ?, last_seen = ?, connected_since = ?, agent = ?, "
+        "reconnects = ? WHERE id = ?",
+        (int(online), stamp, connected_since, agent or row["agent"], _json(reconnects), device_id),
+    )
+    changed = online != was_online
+    record = None
+    if changed:
+        fresh = tx.conn.execute("SELECT * FROM devices WHERE id = ?", (device_id,)).fetchone()
+        record = device_record(fresh, pending=_pending_count(tx.conn, device_id))
+        tx.emit("presence", device_id, record)
+    return PresenceChange(True, changed, online and not was_online, record)
+
+
+def touch_device(tx: WriteTx, device_id: str, now: datetime) -> None:
+    tx.conn.execute("UPDATE devices SET last_seen = ? WHERE id = ?", (format_time(now), device_id))
+
+
+def record_device_event(
+    tx: WriteTx, device_id: str, name: str, data: Any, at: str, now: datetime
+) -> bool:
+    known = tx.conn.execute(
+        "SELECT 1 FROM devices WHERE id = ? AND revoked_at IS NULL", (device_id,)
+    ).fetchone()
+    if known is None:
+        return False
+    touch_device(tx, device_id, now)
+    tx.emit("device_event", device_id, {"device": device_id, "name": name, "data": data, "at": at})
+    return True
+
+
+# --- commands -----------------------------------------------------------------------------
+
+
+def _pending_count(conn: sqlite3.Connection, device_id: str) -> int:
+    return int(
+        conn.execute(
+            f"SELECT count(*) FROM commands WHERE device_id = ? AND state IN ({_PENDING_SQL})",
+            (device_id, *_PENDING),
+        ).fetchone()[0]
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class NewCommand:
+    id: str
+    device_id: str
+    name: str
+    args: dict[str, Any]
+    ttl: float | None = None
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    record: Record
+    created: bool  # False: an earlier command with the same idempotency key and body
+    delivery: Delivery | None = None  # the first publish, already counted as attempt 1
+
+
+def accept_command(tx: WriteTx, new: NewCommand, now: datetime, policy: DeliveryPolicy) -> Accepted:
+    conn = tx.conn
+    device = conn.execute(
+        "SELECT revoked_at FROM devices WHERE id = ?", (new.device_id,)
+    ).fetchone()
+    if device is None or device["revoked_at"] is not None:
+        raise UnknownDevice(f"no device {new.device_id!r}")
+    if new.idempotency_key is not None:
+        earlier = conn.execute(
+            "SELECT * FROM commands WHERE device_id = ? AND idempotency_key = ?",
+            (new.device_id, new.idempotency_key),
+        ).fetchone()
+        if earlier is not None:
+            if earlier["request_hash"] != new.request_hash:
+                raise Conflict("this Idempotency-Key was used with a different request")
+            return Accepted(command_record(earlier), created=False)
+    pending = _pending_count(conn, new.device_id)
+    if pending >= policy.pending_limit:
+        raise QueueFull(
+            f"device {new.device_id!r} has {pending} pending commands "
+            f"(limit {policy.pending_limit})"
+        )
+    stamp = format_time(now)
+    ttl = new.ttl if new.ttl is not None else policy.default_ttl
+    expires_at = _later(now, ttl) if ttl is not None else None
+    conn.execute(
+        "INSERT INTO commands (id, device_id, name, args, state, attempts, idempotency_key, "
+        "request_hash, issued_at, expires_at, queued_at, last_attempt_at, due_at) "
+        "VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            new.id,
+            new.device_id,
+            new.name,
+            _json(new.args),
+            S.QUEUED.value,
+            new.idempotency_key,
+            new.request_hash,
+            stamp,
+            expires_at,
+            stamp,
+            stamp,
+            _min_time(_later(now, policy.redelivery_after), expires_at),
+        ),
+    )
+    row = _command_row(conn, new.id)
+    assert row is not None
+    record = command_record(row)
+    tx.emit("command", new.device_id, record)
+    delivery = Delivery(row["seq"], new.id, new.device_id, new.name, new.args, stamp, expires_at)
+    return Accepted(record, created=True, delivery=delivery)
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    verdict: Verdict | None  # None: no such command (or it belongs to another device)
+    record: Record | None = None
+    reason: str = ""
+
+    @property
+    def applied(self) -> bool:
+        return self.verdict is Verdict.APPLY
+
+
+def transition(
+    tx: WriteTx,
+    command_id: str,
+    target: CommandState,
+    now: datetime,
+    *,
+    device_id: str | None = None,
+    result: Any = None,
+    error: str | None = None,
+    policy: DeliveryPolicy | None = None,
+) -> Transition:
+    """Move a command to ``target`` if that is a forward move; else change nothing."""
+    row = _command_row(tx.conn, command_id)
+    if row is None:
+        return Transition(None, reason="unknown command")
+    if device_id is not None and row["device_id"] != device_id:
+        return Transition(None, reason="command belongs to another device")
+    decision = decide(CommandState(row["state"]), target)
+    if not decision.applies:
+        return Transition(decision.verdict, command_record(row))
+    stamp = format_time(now)
+    sets: dict[str, Any] = {"state": target.value}
+    if target is S.SENT:
+        sets["sent_at"] = stamp
+    elif target is S.DELIVERED:
+        sets["delivered_at"] = stamp
+        timeout = (policy or DeliveryPolicy()).execution_timeout
+        sets["due_at"] = _later(now, timeout)
+    if target.is_terminal:
+        sets["finished_at"] = stamp
+        sets["due_at"] = None
+        if target is S.SUCCEEDED:
+            sets["result"] = _json(result)
+        if error is not None:
+            sets["error"] = error
+    assignments = ", ".join(f"{column} = ?" for column in sets)
+    tx.conn.execute(f"UPDATE commands SET {assignments} WHERE id = ?", (*sets.values(), command_id))
+    record = command_record(_command_row(tx.conn, command_id))  # type: ignore[arg-type]
+    tx.emit("command", row["device_id"], record)
+    return Transition(Verdict.APPLY, record)
+
+
+def cancel_command(tx: WriteTx, command_id: str, now: datetime) -> Record:
+    outcome = transition(tx, command_id, S.CANCELLED, now, error="cancelled by an operator")
+    if outcome.verdict is None:
+        raise NotFound(f"no command {command_id!r}")
+    if not outcome.applied:
+        assert outcome.record is not None
+        raise Conflict(f"command is already {outcome.record['state']}: too late to cancel")
+    assert outcome.record is not None
+    return outcome.record
+
+
+# --- delivery -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A command to publish now, in this order (per device, acceptance order)."""
+
+    seq: int
+    id: str
+    device_id: str
+    name: str
+    args: dict[str, Any]
+    issued_at: str
+    expires_at: str | None
+
+
+def _attempt(
+    tx: WriteTx, row: sqlite3.Row, now: datetime, policy: DeliveryPolicy
+) -> Delivery | None:
+    """Count one more publish of ``row``, or end it as undeliverable if attempts are used up."""
+    if row["attempts"] >= policy.max_attempts:
+        transition(
+            tx,
+            row["id"],
+            S.UNDELIVERABLE,
+            now,
+            error=f"not received after {row['attempts']} delivery attempts",
+        )
+        return None
+    tx.conn.execute(
+        "UPDATE commands SET attempts = attempts + 1, last_attempt_at = ?, due_at = ? "
+        "WHERE seq = ?",
+        (
+            format_time(now),
+            _min_time(_later(now, policy.redelivery_after), row["expires_at"]),
+            row["seq"],
+        ),
+    )
+    return Delivery(
+        row["seq"],
+        row["id"],
+        row["device_id"],
+        row["name"],
+        json.loads(row["args"]),
+        row["issued_at"],
+        row["expires_at"],
+    )
+
+
+def redeliver_device(
+    tx: WriteTx, device_id: str, now: datetime, policy: DeliveryPolicy
+) -> list[Delivery]:
+    """The device came (back) online: publish everything it has not received, in order."""
+    rows = tx.conn.execute(
+        "SELECT * FROM commands WHERE device_id = ? AND state IN (?, ?) ORDER BY seq",
+        (device_id, *_UNDELIVERED),
+    ).fetchall()
+    out = []
+    for row in rows:
+        if row["expires_at"] is not None and row["expires_at"] <= format_time(now):
+            transition(tx, row["id"], S.EXPIRED, now, error="expired before delivery")
+            continue
+        delivery = _attempt(tx, row, now, policy)
+        if delivery is not None:
+            out.append(delivery)
+    return out
+
+
+def sweep_due(tx: WriteTx, now: datetime, policy: DeliveryPolicy) -> list[Delivery]:
+    """Apply TTLs, execution timeouts and redelivery to the commands that fell due."""
+    stamp = format_time(now)
+    rows = tx.conn.execute(
+        "SELECT c.*, d.online AS device_online FROM commands c "
+        "JOIN devices d ON d.id = c.device_id "
+        "WHERE c.due_at IS NOT NULL AND c.due_at <= ? ORDER BY c.seq LIMIT ?",
+        (stamp, policy.sweep_batch),
+    ).fetchall()
+    out = []
+    for row in rows:
+        state = CommandState(row["state"])
+        if state.is_terminal:
+            tx.conn.execute("UPDATE commands SET due_at = NULL WHERE seq = ?", (row["seq"],))
+        elif (
+            row["expires_at"] is not None
+            and row["expires_at"] <= stamp
+            and state in (S.QUEUED, S.SENT)
+        ):
+            transition(tx, row["id"], S.EXPIRED, now, error="expired before delivery")
+        elif state is S.DELIVERED:
+            transition(
+                tx,
+                row["id"],
+                S.TIMED_OUT,
+                now,
+                error=f"no final ack within {policy.execution_timeout:g} s of delivery",
+            )
+        elif row["device_online"]:
+            delivery = _attempt(tx, row, now, policy)
+            if delivery is not None:
+                out.append(delivery)
+        else:
+            # Offline: the broker holds it; the device's return triggers redelivery. Until
+            # then only the TTL can end it.
+            tx.conn.execute(
+                "UPDATE commands SET due_at = ? WHERE seq = ?", (row["expires_at"], row["seq"])
+            )
+    return out
+
+
+# --- retention ----------------------------------------------------------------------------
+
+
+def prune_events(tx: WriteTx, keep: int) -> int:
+    """Keep the newest ``keep`` events of the shard; record how far the log is now cut."""
+    newest = int(tx.conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
+    cut = newest - keep
+    if cut <= 0:
+        return 0
+    removed = tx.conn.execute("DELETE FROM events WHERE seq <= ?", (cut,)).rowcount
+    tx.conn.execute(
+        "UPDATE meta SET value = ? "
+        "WHERE key = 'events_pruned_through' AND CAST(value AS INTEGER) < ?",
+        (str(cut), cut),
+    )
+    return int(removed)

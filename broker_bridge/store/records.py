@@ -1,0 +1,50 @@
+"""Rows to the JSON records the API and the event stream show."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+from tether.protocol import CommandState
+
+Record = dict[str, Any]
+
+
+def command_record(row: sqlite3.Row) -> Record:
+    state = CommandState(row["state"])
+    times = {"queued": row["queued_at"]}
+    for name in ("sent", "delivered"):
+        if row[f"{name}_at"]:
+            times[name] = row[f"{name}_at"]
+    if state.is_terminal and row["finished_at"]:
+        times[state.value] = row["finished_at"]
+    return {
+        "id": row["id"],
+        "device": row["device_id"],
+        "name": row["name"],
+        "args": json.loads(row["args"]),
+        "state": state.value,
+        "attempts": row["attempts"],
+        "issued_at": row["issued_at"],
+        "expires_at": row["expires_at"],
+        "result": json.loads(row["result"]) if row["result"] is not None else None,
+        "error": row["error"],
+        "idempotency_key": row["idempotency_key"],
+        "times": times,
+    }
+
+
+def device_record(row: sqlite3.Row, pending: int = 0) -> Record:
+    return {
+        "id": row["id"],
+        "username": row["username"],
+        "provisioned_at": row["provisioned_at"],
+        "revoked": row["revoked_at"] is not None,
+        "online": bool(row["online"]),
+        "last_seen": row["last_seen"],
+        "connected_since": row["connected_since"] if row["online"] else None,
+        "agent": row["agent"],
+        "reconnects_last_hour": len(json.loads(row["reconnects"])),
+        "pending": pending,
+    }

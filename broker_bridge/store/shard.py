@@ -1,0 +1,220 @@
+"""One shard: a SQLite file in WAL mode with one writer thread doing group commit.
+
+Writes are jobs (functions of a :class:`WriteTx`) queued to the shard's writer thread. The writer
+takes every job waiting (up to ``max_batch``), runs each in its own SAVEPOINT, so one failing job
+rolls back alone, and commits the batch in one transaction: one fsync for the whole batch. A job's
+future resolves, and its events are announced, only after that COMMIT returned.
+
+``synchronous=FULL`` (the default) makes every commit durable before it is acknowledged, against a
+process kill and against power loss; with group commit this costs one fsync per batch, not per row.
+``NORMAL`` survives a killed process but may lose the last commits on power loss.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from broker_bridge.store.schema import migrate
+from tether.protocol import utc_now
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+SYNCHRONOUS_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """One row of a shard's event log: what a client replays and follows live."""
+
+    shard: int
+    seq: int
+    kind: str  # "command" | "presence" | "device_event"
+    device_id: str | None
+    at: str
+    data: dict[str, Any]
+
+
+class WriteTx:
+    """What a write job sees: the shard's connection inside the open transaction, and ``emit``."""
+
+    def __init__(self, conn: sqlite3.Connection, shard: int) -> None:
+        self.conn = conn
+        self.shard = shard
+        self.events: list[StoredEvent] = []
+
+    def emit(self, kind: str, device_id: str | None, data: dict[str, Any]) -> StoredEvent:
+        at = utc_now()
+        cur = self.conn.execute(
+            "INSERT INTO events (kind, device_id, at, data) VALUES (?, ?, ?, ?)",
+            (kind, device_id, at, json.dumps(data, separators=(",", ":"))),
+        )
+        event = StoredEvent(self.shard, int(cur.lastrowid or 0), kind, device_id, at, data)
+        self.events.append(event)
+        return event
+
+
+def connect(path: Path, synchronous: str = "FULL", readonly: bool = False) -> sqlite3.Connection:
+    if synchronous not in SYNCHRONOUS_LEVELS:
+        raise ValueError(f"synchronous must be one of {SYNCHRONOUS_LEVELS}")
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute(f"PRAGMA synchronous = {synchronous}")
+    conn.execute("PRAGMA foreign_keys = ON")
+    if readonly:
+        conn.execute("PRAGMA query_only = ON")
+    return conn
+
+
+@dataclass
+class _Job(Generic[T]):
+    fn: Callable[[WriteTx], T]
+    future: Future[T]
+
+
+_STOP = object()
+
+
+class ShardWriter:
+    def __init__(
+        self,
+        path: Path,
+        shard: int,
+        *,
+        synchronous: str = "FULL",
+        max_batch: int = 1024,
+        on_commit: Callable[[list[StoredEvent]], None] | None = None,
+    ) -> None:
+        self.path = path
+        self.shard = shard
+        self.max_batch = max_batch
+        self._on_commit = on_commit
+        self._conn = connect(path, synchronous)
+        migrate(self._conn)
+        self._queue: queue.SimpleQueue[_Job[Any] | object] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=f"shard-{shard}-writer", daemon=True)
+        self.batches = 0
+        self.jobs = 0
+        self._thread.start()
+
+    def submit(self, fn: Callable[[WriteTx], T]) -> Future[T]:
+        future: Future[T] = Future()
+        self._queue.put(_Job(fn, future))
+        return future
+
+    def close(self, timeout: float = 30.0) -> None:
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+        self._conn.close()
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            batch: list[_Job[Any]] = [first]  # type: ignore[list-item]
+            stop_after = False
+            while len(batch) < self.max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop_after = True
+                    break
+                batch.append(item)  # type: ignore[arg-type]
+            self._run_batch(batch)
+            if stop_after:
+                return
+
+    def _run_batch(self, batch: list[_Job[Any]]) -> None:
+        outcomes: list[tuple[_Job[Any], bool, Any, list[StoredEvent]]] = []
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for job in batch:
+                if not job.future.set_running_or_notify_cancel():
+                    continue
+                tx = WriteTx(conn, self.shard)
+                conn.execute("SAVEPOINT job")
+                try:
+                    value = job.fn(tx)
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                    outcomes.append((job, False, exc, []))
+                else:
+                    conn.execute("RELEASE job")
+                    outcomes.append((job, True, value, tx.events))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            # The whole batch failed to commit (disk full, read-only file, I/O error): nothing of
+            # it is stored, so every job fails and no event is announced.
+            log.error("shard %d: commit of %d jobs failed: %s", self.shard, len(batch), exc)
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    log.exception("shard %d: rollback failed", self.shard)
+            error = StoreUnavailable(self.shard, str(exc))
+            for job in batch:
+                if not job.future.done():
+                    job.future.set_exception(error)
+            return
+        self.batches += 1
+        self.jobs += len(outcomes)
+        committed = [event for _, ok, _, events in outcomes if ok for event in events]
+        if committed and self._on_commit is not None:
+            try:
+                self._on_commit(committed)
+            except Exception:
+                log.exception("shard %d: event listener failed", self.shard)
+        for job, ok, value, _ in outcomes:
+            if ok:
+                job.future.set_result(value)
+            else:
+                job.future.set_exception(value)
+
+
+class StoreUnavailable(RuntimeError):
+    """A shard could not commit: the write did not happen and may be retried."""
+
+    def __init__(self, shard: int, reason: str) -> None:
+        self.shard = shard
+        self.reason = reason
+        super().__init__(f"shard {shard} could not store the change: {reason}")
+
+
+class ShardReader:
+    """Read-only connections to one shard, one per reading thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    def conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = connect(self.path, readonly=True)
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
