@@ -88,5 +88,6 @@ def test_flags_fall_back_to_environment(tmp_path: Path) -> None:
         check=True,
         env={**os.environ, "TETHER_DATA_DIR": str(tmp_path), "TETHER_MQTT_PORT": "4567"},
     )
-    assert result.stdout.strip() == str(tmp_path / "mosquitto.conf")
-    assert "listener 4567 127.0.0.1" in (tmp_path / "mosquitto.conf").read_text()
+    conf = tmp_path / "mosquitto" / "mosquitto.conf"
+    assert result.stdout.strip() == str(conf)
+    assert "listener 4567 127.0.0.1" in conf.read_text()

@@ -64,10 +64,10 @@ def test_mosquitto_reads_the_config_broker_init_writes() -> None:
     init = build_parser().parse_args(command_of(SERVICES["broker-init"])[1:])
     broker = SERVICES["mosquitto"]
     assert broker["image"].startswith("eclipse-mosquitto:2")
-    assert command_of(broker)[-1] == f"{init.data_dir}/mosquitto.conf"
+    assert command_of(broker)[-1] == f"{init.broker_dir}/mosquitto.conf"
     assert init.mqtt_bind == "0.0.0.0"
     published = [p for p in broker["ports"] if str(p).endswith(f":{init.mqtt_port}")]
     assert published, "the broker's listener port is not published"
     mounts = {v.split(":")[1]: v.split(":")[0] for v in broker["volumes"]}
     init_mounts = {v.split(":")[1]: v.split(":")[0] for v in SERVICES["broker-init"]["volumes"]}
-    assert mounts[str(init.data_dir)] == init_mounts[str(init.data_dir)]
+    assert mounts[str(init.broker_dir)] == init_mounts[str(init.broker_dir)]

@@ -1,4 +1,4 @@
-"""The sharded store on real SQLite files: routing, group commit, isolation, manifest, migrations."""
+"""The sharded store on real SQLite files: routing, group commit, isolation, manifest."""
 
 from __future__ import annotations
 

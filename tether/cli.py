@@ -4,57 +4,20 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from types import FrameType
 
 from mosquitto.config import (
     BrokerConfigError,
-    BrokerSettings,
     load_or_create_bridge_credentials,
     render_broker_files,
 )
 from mosquitto.process import MosquittoProcess
+from tether.flags import add_broker_flags, broker_settings, env_default
 
 Handler = Callable[[argparse.Namespace], int]
-
-
-def env_default(name: str, fallback: str | None = None) -> str | None:
-    return os.environ.get(f"TETHER_{name}", fallback)
-
-
-def add_broker_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=Path(env_default("DATA_DIR", ".tether") or ".tether"),
-        help="where the broker keeps its config, persistence and credentials "
-        "(TETHER_DATA_DIR, default .tether)",
-    )
-    parser.add_argument(
-        "--mqtt-port",
-        type=int,
-        default=int(env_default("MQTT_PORT", "18830") or 18830),
-        help="the broker's port (TETHER_MQTT_PORT, default 18830, clear of a broker on 1883)",
-    )
-    parser.add_argument(
-        "--mqtt-bind",
-        default=env_default("MQTT_BIND", "127.0.0.1"),
-        help="the address the broker listens on (TETHER_MQTT_BIND, default 127.0.0.1)",
-    )
-
-
-def broker_settings(args: argparse.Namespace) -> BrokerSettings:
-    return BrokerSettings(
-        port=args.mqtt_port,
-        data_dir=args.data_dir.resolve(),
-        bind_address=args.mqtt_bind,
-        dynsec_plugin=getattr(args, "dynsec_plugin", None),
-        user=getattr(args, "broker_user", None),
-    )
 
 
 def cmd_broker_config(args: argparse.Namespace) -> int:
@@ -115,7 +78,9 @@ def register_broker_commands(sub: argparse._SubParsersAction[argparse.ArgumentPa
 
 def registrars() -> list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]]:
     """Each package adds its own subcommands; imported here so ``tether --help`` lists them all."""
-    return [register_broker_commands]
+    import broker_bridge.cli
+
+    return [register_broker_commands, broker_bridge.cli.register]
 
 
 def build_parser() -> argparse.ArgumentParser:
