@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from broker_bridge.bridge import Bridge
+from tests.support.bridges import BridgeHandle, bridge_settings
 from tests.support.brokers import BrokerHandle, DockerBroker, LocalBroker, docker_engine_available
 
 
@@ -31,3 +33,14 @@ def broker(tmp_path: Path, use_docker: bool) -> Iterator[BrokerHandle]:
             yield BrokerHandle(local)
         finally:
             local.stop()
+
+
+@pytest.fixture
+def bridge(broker: BrokerHandle, tmp_path: Path) -> Iterator[BridgeHandle]:
+    """A started bridge (4 shards, default policy) over the test's broker."""
+    running = Bridge(bridge_settings(broker, tmp_path / "store"))
+    running.start()
+    try:
+        yield BridgeHandle(running)
+    finally:
+        running.stop()
