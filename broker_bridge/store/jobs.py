@@ -15,7 +15,7 @@ from typing import Any
 
 from broker_bridge.errors import Conflict, NotFound, QueueFull, UnknownDevice
 from broker_bridge.policy import DeliveryPolicy
-from broker_bridge.store.records import Record, command_record, device_record
+from broker_bridge.store.records import Record, command_record_json, device_record
 from broker_bridge.store.shard import WriteTx
 from tether.protocol import PENDING_STATES, CommandState, Verdict, decide, format_time
 
@@ -119,7 +119,7 @@ def update_presence(
     record = None
     if changed:
         fresh = tx.conn.execute("SELECT * FROM devices WHERE id = ?", (device_id,)).fetchone()
-        record = device_record(fresh, pending=_pending_count(tx.conn, device_id))
+        record = device_record(fresh)
         tx.emit("presence", device_id, record)
     return PresenceChange(True, changed, online and not was_online, record)
 
@@ -144,15 +144,6 @@ def record_device_event(
 # --- commands -----------------------------------------------------------------------------
 
 
-def _pending_count(conn: sqlite3.Connection, device_id: str) -> int:
-    return int(
-        conn.execute(
-            f"SELECT count(*) FROM commands WHERE device_id = ? AND state IN ({_PENDING_SQL})",
-            (device_id, *_PENDING),
-        ).fetchone()[0]
-    )
-
-
 @dataclass(frozen=True, slots=True)
 class NewCommand:
     id: str
@@ -166,15 +157,20 @@ class NewCommand:
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
-    record: Record
+    record_json: str
     created: bool  # False: an earlier command with the same idempotency key and body
     delivery: Delivery | None = None  # the first publish, already counted as attempt 1
+
+    @property
+    def record(self) -> Record:
+        value: Record = json.loads(self.record_json)
+        return value
 
 
 def accept_command(tx: WriteTx, new: NewCommand, now: datetime, policy: DeliveryPolicy) -> Accepted:
     conn = tx.conn
     device = conn.execute(
-        "SELECT revoked_at FROM devices WHERE id = ?", (new.device_id,)
+        "SELECT revoked_at, pending FROM devices WHERE id = ?", (new.device_id,)
     ).fetchone()
     if device is None or device["revoked_at"] is not None:
         raise UnknownDevice(f"no device {new.device_id!r}")
@@ -186,52 +182,66 @@ def accept_command(tx: WriteTx, new: NewCommand, now: datetime, policy: Delivery
         if earlier is not None:
             if earlier["request_hash"] != new.request_hash:
                 raise Conflict("this Idempotency-Key was used with a different request")
-            return Accepted(command_record(earlier), created=False)
-    pending = _pending_count(conn, new.device_id)
-    if pending >= policy.pending_limit:
+            return Accepted(command_record_json(earlier), created=False)
+    if device["pending"] >= policy.pending_limit:
         raise QueueFull(
-            f"device {new.device_id!r} has {pending} pending commands "
+            f"device {new.device_id!r} has {device['pending']} pending commands "
             f"(limit {policy.pending_limit})"
         )
     stamp = format_time(now)
     ttl = new.ttl if new.ttl is not None else policy.default_ttl
     expires_at = _later(now, ttl) if ttl is not None else None
-    conn.execute(
-        "INSERT INTO commands (id, device_id, name, args, state, attempts, idempotency_key, "
-        "request_hash, issued_at, expires_at, queued_at, last_attempt_at, due_at) "
-        "VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            new.id,
-            new.device_id,
-            new.name,
-            _json(new.args),
-            S.QUEUED.value,
-            new.idempotency_key,
-            new.request_hash,
-            stamp,
-            expires_at,
-            stamp,
-            stamp,
-            _min_time(_later(now, policy.redelivery_after), expires_at),
-        ),
+    row: dict[str, Any] = {
+        "id": new.id,
+        "device_id": new.device_id,
+        "name": new.name,
+        "args": _json(new.args),
+        "state": S.QUEUED.value,
+        "attempts": 1,
+        "idempotency_key": new.idempotency_key,
+        "request_hash": new.request_hash,
+        "issued_at": stamp,
+        "expires_at": expires_at,
+        "queued_at": stamp,
+        "last_attempt_at": stamp,
+        "due_at": _min_time(_later(now, policy.redelivery_after), expires_at),
+    }
+    cur = conn.execute(
+        f"INSERT INTO commands ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+        tuple(row.values()),
     )
-    row = _command_row(conn, new.id)
-    assert row is not None
-    record = command_record(row)
-    tx.emit("command", new.device_id, record)
-    delivery = Delivery(row["seq"], new.id, new.device_id, new.name, new.args, stamp, expires_at)
-    return Accepted(record, created=True, delivery=delivery)
+    conn.execute("UPDATE devices SET pending = pending + 1 WHERE id = ?", (new.device_id,))
+    row |= {
+        "sent_at": None,
+        "delivered_at": None,
+        "finished_at": None,
+        "result": None,
+        "error": None,
+    }
+    record_json = command_record_json(row)
+    tx.emit("command", new.device_id, record_json)
+    delivery = Delivery(
+        int(cur.lastrowid or 0), new.id, new.device_id, new.name, new.args, stamp, expires_at
+    )
+    return Accepted(record_json, created=True, delivery=delivery)
 
 
 @dataclass(frozen=True, slots=True)
 class Transition:
     verdict: Verdict | None  # None: no such command (or it belongs to another device)
-    record: Record | None = None
+    record_json: str | None = None
     reason: str = ""
 
     @property
     def applied(self) -> bool:
         return self.verdict is Verdict.APPLY
+
+    @property
+    def record(self) -> Record | None:
+        if self.record_json is None:
+            return None
+        value: Record = json.loads(self.record_json)
+        return value
 
 
 def transition(
@@ -246,14 +256,14 @@ def transition(
     policy: DeliveryPolicy | None = None,
 ) -> Transition:
     """Move a command to ``target`` if that is a forward move; else change nothing."""
-    row = _command_row(tx.conn, command_id)
-    if row is None:
+    found = _command_row(tx.conn, command_id)
+    if found is None:
         return Transition(None, reason="unknown command")
-    if device_id is not None and row["device_id"] != device_id:
+    if device_id is not None and found["device_id"] != device_id:
         return Transition(None, reason="command belongs to another device")
-    decision = decide(CommandState(row["state"]), target)
+    decision = decide(CommandState(found["state"]), target)
     if not decision.applies:
-        return Transition(decision.verdict, command_record(row))
+        return Transition(decision.verdict, command_record_json(found))
     stamp = format_time(now)
     sets: dict[str, Any] = {"state": target.value}
     if target is S.SENT:
@@ -269,22 +279,27 @@ def transition(
             sets["result"] = _json(result)
         if error is not None:
             sets["error"] = error
+        tx.conn.execute(
+            "UPDATE devices SET pending = pending - 1 WHERE id = ?", (found["device_id"],)
+        )
     assignments = ", ".join(f"{column} = ?" for column in sets)
-    tx.conn.execute(f"UPDATE commands SET {assignments} WHERE id = ?", (*sets.values(), command_id))
-    record = command_record(_command_row(tx.conn, command_id))  # type: ignore[arg-type]
-    tx.emit("command", row["device_id"], record)
-    return Transition(Verdict.APPLY, record)
+    tx.conn.execute(
+        f"UPDATE commands SET {assignments} WHERE seq = ?", (*sets.values(), found["seq"])
+    )
+    record_json = command_record_json(dict(found) | sets)
+    tx.emit("command", found["device_id"], record_json)
+    return Transition(Verdict.APPLY, record_json)
 
 
 def cancel_command(tx: WriteTx, command_id: str, now: datetime) -> Record:
     outcome = transition(tx, command_id, S.CANCELLED, now, error="cancelled by an operator")
     if outcome.verdict is None:
         raise NotFound(f"no command {command_id!r}")
+    record = outcome.record
+    assert record is not None
     if not outcome.applied:
-        assert outcome.record is not None
-        raise Conflict(f"command is already {outcome.record['state']}: too late to cancel")
-    assert outcome.record is not None
-    return outcome.record
+        raise Conflict(f"command is already {record['state']}: too late to cancel")
+    return record
 
 
 # --- delivery -----------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from dataclasses import dataclass
 
@@ -47,11 +46,7 @@ def get_device(conn: sqlite3.Connection, device_id: str) -> Record | None:
     ).fetchone()
     if row is None:
         return None
-    pending = conn.execute(
-        f"SELECT count(*) FROM commands WHERE device_id = ? AND state IN ({_PENDING_SQL})",
-        (device_id, *_PENDING),
-    ).fetchone()[0]
-    record = device_record(row, pending)
+    record = device_record(row)
     last = conn.execute(
         "SELECT * FROM commands WHERE device_id = ? ORDER BY seq DESC LIMIT 1", (device_id,)
     ).fetchone()
@@ -60,15 +55,8 @@ def get_device(conn: sqlite3.Connection, device_id: str) -> Record | None:
 
 
 def list_devices(conn: sqlite3.Connection) -> list[Record]:
-    pending = dict(
-        conn.execute(
-            f"SELECT device_id, count(*) FROM commands WHERE state IN ({_PENDING_SQL}) "
-            "GROUP BY device_id",
-            _PENDING,
-        ).fetchall()
-    )
     return [
-        device_record(row, pending.get(row["id"], 0))
+        device_record(row)
         for row in conn.execute("SELECT * FROM devices WHERE revoked_at IS NULL ORDER BY id")
     ]
 
@@ -94,9 +82,7 @@ def events_after(conn: sqlite3.Connection, shard: int, after: int, limit: int) -
     finally:
         conn.execute("COMMIT")
     events = [
-        StoredEvent(
-            shard, row["seq"], row["kind"], row["device_id"], row["at"], json.loads(row["data"])
-        )
+        StoredEvent(shard, row["seq"], row["kind"], row["device_id"], row["at"], row["data"])
         for row in rows
     ]
     return EventPage(events, pruned, last)

@@ -4,11 +4,36 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Mapping
 from typing import Any
 
 from tether.protocol import CommandState
 
 Record = dict[str, Any]
+
+
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def command_record_json(row: Mapping[str, Any] | sqlite3.Row) -> str:
+    """The same record as :func:`command_record`, as JSON text, splicing the stored JSON of
+    ``args`` and ``result`` in as is: the hot path encodes no payload twice."""
+    state = CommandState(row["state"])
+    times = [f'"queued":{_dumps(row["queued_at"])}']
+    for name in ("sent", "delivered"):
+        if row[f"{name}_at"]:
+            times.append(f'"{name}":{_dumps(row[f"{name}_at"])}')
+    if state.is_terminal and row["finished_at"]:
+        times.append(f'"{state.value}":{_dumps(row["finished_at"])}')
+    return (
+        f'{{"id":{_dumps(row["id"])},"device":{_dumps(row["device_id"])},'
+        f'"name":{_dumps(row["name"])},"args":{row["args"]},"state":"{state.value}",'
+        f'"attempts":{int(row["attempts"])},"issued_at":{_dumps(row["issued_at"])},'
+        f'"expires_at":{_dumps(row["expires_at"])},'
+        f'"result":{row["result"] if row["result"] is not None else "null"},'
+        f'"error":{_dumps(row["error"])},"idempotency_key":{_dumps(row["idempotency_key"])},'
+        f'"times":{{{",".join(times)}}}}}'
+    )
 
 
 def command_record(row: sqlite3.Row) -> Record:
@@ -35,7 +60,7 @@ def command_record(row: sqlite3.Row) -> Record:
     }
 
 
-def device_record(row: sqlite3.Row, pending: int = 0) -> Record:
+def device_record(row: sqlite3.Row) -> Record:
     return {
         "id": row["id"],
         "username": row["username"],
@@ -46,5 +71,5 @@ def device_record(row: sqlite3.Row, pending: int = 0) -> Record:
         "connected_since": row["connected_since"] if row["online"] else None,
         "agent": row["agent"],
         "reconnects_last_hour": len(json.loads(row["reconnects"])),
-        "pending": pending,
+        "pending": row["pending"],
     }

@@ -18,7 +18,8 @@ CREATE TABLE devices (
     last_seen TEXT,
     connected_since TEXT,
     agent TEXT,
-    reconnects TEXT NOT NULL DEFAULT '[]'  -- JSON list of recent connect times
+    reconnects TEXT NOT NULL DEFAULT '[]',  -- JSON list of recent connect times
+    pending INTEGER NOT NULL DEFAULT 0  -- commands not yet terminal, kept by the same writes
 );
 CREATE TABLE commands (
     seq INTEGER PRIMARY KEY,  -- acceptance order within the shard, hence within each device

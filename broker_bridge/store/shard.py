@@ -41,7 +41,12 @@ class StoredEvent:
     kind: str  # "command" | "presence" | "device_event"
     device_id: str | None
     at: str
-    data: dict[str, Any]
+    data_json: str  # kept as stored, so it is encoded once and sent as is
+
+    @property
+    def data(self) -> dict[str, Any]:
+        value: dict[str, Any] = json.loads(self.data_json)
+        return value
 
 
 class WriteTx:
@@ -52,13 +57,15 @@ class WriteTx:
         self.shard = shard
         self.events: list[StoredEvent] = []
 
-    def emit(self, kind: str, device_id: str | None, data: dict[str, Any]) -> StoredEvent:
+    def emit(self, kind: str, device_id: str | None, data: dict[str, Any] | str) -> StoredEvent:
+        """Append an event; ``data`` is a dict or its JSON text."""
         at = utc_now()
+        text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
         cur = self.conn.execute(
             "INSERT INTO events (kind, device_id, at, data) VALUES (?, ?, ?, ?)",
-            (kind, device_id, at, json.dumps(data, separators=(",", ":"))),
+            (kind, device_id, at, text),
         )
-        event = StoredEvent(self.shard, int(cur.lastrowid or 0), kind, device_id, at, data)
+        event = StoredEvent(self.shard, int(cur.lastrowid or 0), kind, device_id, at, text)
         self.events.append(event)
         return event
 

@@ -11,9 +11,8 @@ def format_time(moment: datetime) -> str:
     """``2026-11-27T03:52:24.123456Z``: UTC, microseconds, so the strings sort as times."""
     if moment.tzinfo is None:
         raise ValueError("naive datetime: pass an aware one (UTC)")
-    utc = moment.astimezone(UTC)
-    # Not strftime: it does not zero-pad years below 1000 on every libc.
-    return f"{utc.year:04d}-{utc:%m-%dT%H:%M:%S.%f}Z"
+    # isoformat, not strftime: it is faster and zero-pads years below 1000 on every libc.
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def utc_now() -> str:
