@@ -103,6 +103,12 @@ class Bridge:
 
     def start(self) -> None:
         self.session.start()
+        for shard in range(self.store.shard_count):
+            resumed = self.store.write_shard(
+                shard, lambda tx: jobs.resume_queued(tx, _now(), self.policy)
+            )
+            resumed.add_done_callback(self._publish_all)
+            resumed.result()
         self._sweeper.start()
 
     def stop(self) -> None:
@@ -270,7 +276,14 @@ class Bridge:
 
         self._write_retrying(
             device_id,
-            lambda tx: jobs.update_presence(tx, device_id, status.online, status.agent, _now()),
+            lambda tx: jobs.update_presence(
+                tx,
+                device_id,
+                status.online,
+                status.agent,
+                _now(),
+                fresh_connect=status.online and not message.retain,
+            ),
             message,
             done,
         )

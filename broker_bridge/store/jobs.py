@@ -98,16 +98,25 @@ class PresenceChange:
 
 
 def update_presence(
-    tx: WriteTx, device_id: str, online: bool, agent: str | None, now: datetime
+    tx: WriteTx,
+    device_id: str,
+    online: bool,
+    agent: str | None,
+    now: datetime,
+    *,
+    fresh_connect: bool = False,
 ) -> PresenceChange:
+    """Record a status message. ``fresh_connect``: a live (not retained) ``online`` status, i.e.
+    the device just connected, even if we never saw it leave (a broker crash loses Last Wills)."""
     row = tx.conn.execute("SELECT * FROM devices WHERE id = ?", (device_id,)).fetchone()
     if row is None or row["revoked_at"] is not None:
         return PresenceChange(known=False, changed=False, came_online=False)
     stamp = format_time(now)
     was_online = bool(row["online"])
+    came_online = online and (not was_online or fresh_connect)
     reconnects = [t for t in json.loads(row["reconnects"]) if t > _later(now, -3600)]
     connected_since = row["connected_since"]
-    if online and not was_online:
+    if came_online:
         reconnects.append(stamp)
         connected_since = stamp
     tx.conn.execute(
@@ -115,13 +124,13 @@ def update_presence(
         "reconnects = ? WHERE id = ?",
         (int(online), stamp, connected_since, agent or row["agent"], _json(reconnects), device_id),
     )
-    changed = online != was_online
+    changed = online != was_online or came_online
     record = None
     if changed:
         fresh = tx.conn.execute("SELECT * FROM devices WHERE id = ?", (device_id,)).fetchone()
         record = device_record(fresh)
         tx.emit("presence", device_id, record)
-    return PresenceChange(True, changed, online and not was_online, record)
+    return PresenceChange(True, changed, came_online, record)
 
 
 def touch_device(tx: WriteTx, device_id: str, now: datetime) -> None:
@@ -358,6 +367,22 @@ def redeliver_device(
     rows = tx.conn.execute(
         "SELECT * FROM commands WHERE device_id = ? AND state IN (?, ?) ORDER BY seq",
         (device_id, *_UNDELIVERED),
+    ).fetchall()
+    out = []
+    for row in rows:
+        if row["expires_at"] is not None and row["expires_at"] <= format_time(now):
+            transition(tx, row["id"], S.EXPIRED, now, error="expired before delivery")
+            continue
+        delivery = _attempt(tx, row, now, policy)
+        if delivery is not None:
+            out.append(delivery)
+    return out
+
+
+def resume_queued(tx: WriteTx, now: datetime, policy: DeliveryPolicy) -> list[Delivery]:
+    """At bridge start: commands the broker never acknowledged are published again at once."""
+    rows = tx.conn.execute(
+        "SELECT * FROM commands WHERE state = ? ORDER BY seq", (S.QUEUED.value,)
     ).fetchall()
     out = []
     for row in rows:
