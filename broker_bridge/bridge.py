@@ -190,9 +190,7 @@ class Bridge:
         message = CommandMessage(
             delivery.id, delivery.name, delivery.issued_at, delivery.args, delivery.expires_at
         )
-        puback = self.session.publish(
-            self.topics.cmd(delivery.device_id), message.encode(), 1, props
-        )
+        puback = self.session.publish(self.topics.cmd(delivery.device_id), message.encode(), props)
         self.count("published")
         puback.add_done_callback(partial(self._on_puback, delivery))
 

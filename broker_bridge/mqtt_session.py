@@ -59,6 +59,7 @@ class MqttSession:
         self._first_connack: Future[ReasonCode] = Future()
         self._lock = threading.Lock()
         self._publishes: dict[int, Future[None]] = {}
+        self._early_acks: dict[int, ReasonCode] = {}
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=settings.client_id,
@@ -104,18 +105,24 @@ class MqttSession:
         self._client.loop_stop()
 
     def publish(
-        self, topic: str, payload: bytes, qos: int = 1, properties: Properties | None = None
+        self, topic: str, payload: bytes, properties: Properties | None = None
     ) -> Future[None]:
-        """Queue a publish; the future resolves on the broker's PUBACK (maybe after a reconnect)."""
+        """Queue a QoS 1 publish; the future resolves on the broker's PUBACK (maybe after a
+        reconnect: paho keeps unacknowledged messages and sends them again)."""
         done: Future[None] = Future()
+        # Never hold our lock while calling into paho: paho calls on_publish holding its own
+        # mutex, and on_publish takes our lock. A PUBACK may beat the registration below, so
+        # on_publish parks early ones in _early_acks.
+        info = self._client.publish(topic, payload, qos=1, properties=properties)
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            done.set_exception(ConnectionError(mqtt.error_string(info.rc)))
+            return done
         with self._lock:
-            info = self._client.publish(topic, payload, qos=qos, properties=properties)
-            if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-                done.set_exception(ConnectionError(mqtt.error_string(info.rc)))
-            elif qos == 0:
-                done.set_result(None)
-            else:
+            early = self._early_acks.pop(info.mid, None)
+            if early is None:
                 self._publishes[info.mid] = done
+        if early is not None:
+            _settle(done, early)
         return done
 
     def ack(self, message: mqtt.MQTTMessage) -> None:
@@ -160,9 +167,14 @@ class MqttSession:
     ) -> None:
         with self._lock:
             done = self._publishes.pop(mid, None)
-        if done is None:
-            return
-        if reason.is_failure:
-            done.set_exception(ConnectionError(f"broker refused the publish: {reason}"))
-        else:
-            done.set_result(None)
+            if done is None:
+                self._early_acks[mid] = reason
+                return
+        _settle(done, reason)
+
+
+def _settle(done: Future[None], reason: ReasonCode) -> None:
+    if reason.is_failure:
+        done.set_exception(ConnectionError(f"broker refused the publish: {reason}"))
+    else:
+        done.set_result(None)
