@@ -8,6 +8,7 @@ import pytest
 from broker_bridge.bridge import Bridge
 from tests.support.bridges import BridgeHandle, bridge_settings
 from tests.support.brokers import BrokerHandle, DockerBroker, LocalBroker, docker_engine_available
+from tests.support.gateways import RunningGateway, start_gateway
 
 
 @pytest.fixture(scope="session")
@@ -42,5 +43,15 @@ def bridge(broker: BrokerHandle, tmp_path: Path) -> Iterator[BridgeHandle]:
     running.start()
     try:
         yield BridgeHandle(running)
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def gateway(broker: BrokerHandle, tmp_path: Path) -> Iterator[RunningGateway]:
+    """The whole server side: gateway + bridge (4 shards) + store, over the test's broker."""
+    running = start_gateway(bridge_settings(broker, tmp_path / "store"))
+    try:
+        yield running
     finally:
         running.stop()

@@ -1,0 +1,152 @@
+"""The REST API of the contract's section 4."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from broker_bridge.store.queries import device_commands, get_command, get_device, list_devices
+from tether.protocol import CommandState, validate_device_id
+from ui_gateway.auth import Role
+from ui_gateway.context import gateway_of
+from ui_gateway.errors import ApiError, bad_request, not_found
+from ui_gateway.requests import parse_send, query_int, read_json_body
+
+
+def _device_id(request: Request) -> str:
+    return validate_device_id(request.path_params["device_id"])
+
+
+async def provision_device(request: Request) -> Response:
+    gateway = gateway_of(request)
+    gateway.authenticate(request, Role.ADMIN)
+    body = await read_json_body(request, gateway.settings.max_body)
+    if not isinstance(body, dict) or set(body) != {"id"}:
+        raise bad_request('the body must be {"id": "<device id>"}')
+    device_id = validate_device_id(body["id"])
+    record, password = await gateway.bridge.aprovision(device_id)
+    return JSONResponse(
+        {"id": device_id, "username": record["username"], "password": password}, 201
+    )
+
+
+async def revoke_device(request: Request) -> Response:
+    gateway = gateway_of(request)
+    gateway.authenticate(request, Role.ADMIN)
+    record = await gateway.bridge.arevoke(_device_id(request))
+    return JSONResponse(record)
+
+
+async def list_all_devices(request: Request) -> Response:
+    gateway = gateway_of(request)
+    gateway.authenticate(request, Role.VIEWER)
+    results = await gateway.bridge.store.fan_out(list_devices)
+    devices = sorted(
+        (d for r in results if r.ok and r.value for d in r.value), key=lambda d: str(d["id"])
+    )
+    shards = [
+        {"shard": r.shard, "ok": True}
+        if r.ok
+        else {"shard": r.shard, "ok": False, "error": r.error}
+        for r in results
+    ]
+    return JSONResponse({"devices": devices, "shards": shards})
+
+
+async def one_device(request: Request) -> Response:
+    gateway = gateway_of(request)
+    gateway.authenticate(request, Role.VIEWER)
+    device_id = _device_id(request)
+    record = await gateway.bridge.store.aread_device(device_id, lambda c: get_device(c, device_id))
+    if record is None:
+        raise ApiError(404, "unknown_device", f"no device {device_id!r}")
+    return JSONResponse(record)
+
+
+async def send_command(request: Request) -> Response:
+    gateway = gateway_of(request)
+    gateway.authenticate(request, Role.OPERATOR)
+    device_id = _device_id(request)
+    body = await read_json_body(request, gateway.settings.max_body)
+    if isinstance(body, dict) and ({"type", "ref", "device", "idempotency_key"} & set(body)):
+        raise ApiError(422, "bad_request", "fields type/ref/device belong to the WebSocket only")
+    send = parse_send(body, request.headers.get("idempotency-key"))
+    accepted = await gateway.bridge.asend(
+        device_id,
+        send.name,
+        send.args,
+        ttl=send.ttl,
+        idempotency_key=send.idempotency_key,
+        request_hash=send.request_hash,
+    )
+    return Response(accepted.record_json, 202, media_type="application/json")
+
+
+async def command_history(request: Request) -> Response:
+    gateway = gateway_of(request)
+    gateway.authenticate(request, Role.VIEWER)
+    device_id = _device_id(request)
+    state = request.query_params.get("state")
+    if state is not None and state not in {s.value for s in CommandState}:
+        raise bad_request(f"?state must be one of {', '.join(s.value for s in CommandState)}")
+    limit = query_int(request, "limit", 50, 1, gateway.settings.history_limit)
+    before = request.query_params.get("before")
+    store = gateway.bridge.store
+    known = await store.aread_device(device_id, lambda c: get_device(c, device_id))
+    if known is None:
+        raise ApiError(404, "unknown_device", f"no device {device_id!r}")
+    records = await store.aread_device(
+        device_id, lambda c: device_commands(c, device_id, state=state, limit=limit, before=before)
+    )
+    return JSONResponse({"commands": records})
+
+
+async def _find_command(request: Request) -> dict[str, Any]:
+    command_id = request.path_params["command_id"]
+    if len(command_id) > 64:
+        raise not_found("no such command")
+    results = await gateway_of(request).bridge.store.fan_out(lambda c: get_command(c, command_id))
+    for result in results:
+        if result.value is not None:
+            return result.value
+    failed = [r for r in results if not r.ok]
+    if failed:
+        raise ApiError(
+            503, "unavailable", f"shard {failed[0].shard} could not be read: {failed[0].error}"
+        )
+    raise not_found(f"no command {command_id!r}")
+
+
+async def one_command(request: Request) -> Response:
+    gateway_of(request).authenticate(request, Role.VIEWER)
+    return JSONResponse(await _find_command(request))
+
+
+async def cancel_command(request: Request) -> Response:
+    gateway = gateway_of(request)
+    gateway.authenticate(request, Role.OPERATOR)
+    record = await gateway.bridge.acancel(request.path_params["command_id"])
+    return JSONResponse(record)
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    gateway = gateway_of(request)
+    broker = gateway.bridge.session.connected.is_set()
+    store_ok = True
+    try:
+        await asyncio.wait_for(
+            gateway.bridge.store.aread(0, lambda c: c.execute("SELECT 1").fetchone()), 5
+        )
+    except Exception:
+        store_ok = False
+    ready = gateway.ready and broker and store_ok
+    return JSONResponse(
+        {"ready": ready, "broker": broker, "store": store_ok}, 200 if ready else 503
+    )

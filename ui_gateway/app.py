@@ -1,0 +1,114 @@
+"""The one ASGI app: REST, WebSocket, SSE and the dashboard, with the bridge in its lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+
+from broker_bridge.bridge import Bridge
+from broker_bridge.cursor import CursorError
+from broker_bridge.errors import TetherError
+from tether.protocol import ProtocolError
+from ui_gateway import api
+from ui_gateway.auth import Role, TokenTable
+from ui_gateway.context import Gateway, gateway_of
+from ui_gateway.errors import ApiError, handle_known_errors
+from ui_gateway.fleet import fleet_summary
+from ui_gateway.hub import EventHub
+from ui_gateway.metrics import metrics_endpoint
+from ui_gateway.openapi import openapi_document
+from ui_gateway.settings import GatewaySettings
+from ui_gateway.sse import events_endpoint
+from ui_gateway.ws import websocket_endpoint
+
+log = logging.getLogger(__name__)
+
+
+async def dashboard(request: Request) -> Response:
+    return FileResponse(gateway_of(request).settings.static_dir / "index.html")
+
+
+async def fleet(request: Request) -> Response:
+    gateway = gateway_of(request)
+    gateway.authenticate(request, Role.VIEWER)
+    return JSONResponse(await fleet_summary(gateway.bridge.store))
+
+
+async def openapi(request: Request) -> Response:
+    return JSONResponse(openapi_document())
+
+
+def create_app(
+    bridge: Bridge, tokens: TokenTable, settings: GatewaySettings | None = None
+) -> Starlette:
+    """``bridge`` is started in the app's lifespan and stopped with it."""
+    settings = settings or GatewaySettings()
+    gateway = Gateway(bridge, tokens, settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        gateway.hub = EventHub(asyncio.get_running_loop())
+        bridge.store.add_listener(gateway.hub.announce_threadsafe)
+        await asyncio.to_thread(bridge.start)
+        gateway.ready = True
+        try:
+            yield
+        finally:
+            gateway.ready = False
+            await asyncio.to_thread(bridge.stop)
+
+    routes = [
+        Route("/", dashboard),
+        Mount(
+            "/static", StaticFiles(directory=settings.static_dir, check_dir=False), name="static"
+        ),
+        WebSocketRoute("/ws", websocket_endpoint),
+        Route("/api/events", events_endpoint),
+        Route("/api/devices", api.list_all_devices, methods=["GET"]),
+        Route("/api/devices", api.provision_device, methods=["POST"]),
+        Route("/api/devices/{device_id}", api.one_device, methods=["GET"]),
+        Route("/api/devices/{device_id}", api.revoke_device, methods=["DELETE"]),
+        Route("/api/devices/{device_id}/commands", api.command_history, methods=["GET"]),
+        Route("/api/devices/{device_id}/commands", api.send_command, methods=["POST"]),
+        Route("/api/commands/{command_id}", api.one_command, methods=["GET"]),
+        Route("/api/commands/{command_id}/cancel", api.cancel_command, methods=["POST"]),
+        Route("/api/fleet", fleet),
+        Route("/metrics", metrics_endpoint),
+        Route("/healthz", api.healthz),
+        Route("/readyz", api.readyz),
+        Route("/openapi.json", openapi),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            ApiError: handle_known_errors,
+            TetherError: handle_known_errors,
+            ProtocolError: handle_known_errors,
+            CursorError: handle_known_errors,
+            404: _not_found,
+            405: _not_allowed,
+        },
+    )
+    app.state.gateway = gateway
+    return app
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return JSONResponse(
+        {"error": {"code": "not_found", "message": f"no route {request.url.path}"}}, 404
+    )
+
+
+async def _not_allowed(request: Request, exc: Exception) -> Response:
+    return JSONResponse(
+        {"error": {"code": "bad_request", "message": f"{request.method} is not allowed here"}}, 405
+    )

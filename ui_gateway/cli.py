@@ -1,0 +1,208 @@
+"""``tether gateway`` (serve), ``tether send`` and ``tether status`` (talk to a running stack)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+from broker_bridge.cli import add_bridge_flags, bridge_settings
+from tether.flags import add_broker_flags, env_default
+from tether.protocol import CommandState
+from ui_gateway.auth import TokenTable
+from ui_gateway.server import uvicorn_config
+from ui_gateway.settings import GatewaySettings
+
+
+def add_http_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("http")
+    group.add_argument(
+        "--http-host",
+        default=env_default("HTTP_HOST", "127.0.0.1"),
+        help="address to serve on (TETHER_HTTP_HOST, default 127.0.0.1)",
+    )
+    group.add_argument(
+        "--http-port",
+        type=int,
+        default=int(env_default("HTTP_PORT", "8080") or 8080),
+        help="port to serve on (TETHER_HTTP_PORT, default 8080)",
+    )
+    group.add_argument(
+        "--tokens-file",
+        type=Path,
+        default=_path(env_default("TOKENS_FILE")),
+        help='JSON {"tokens": [{"token", "role", "name"}]} (TETHER_TOKENS_FILE); '
+        "TETHER_ADMIN_TOKEN adds an admin token",
+    )
+
+
+def _path(text: str | None) -> Path | None:
+    return Path(text) if text else None
+
+
+def gateway_settings(args: argparse.Namespace) -> GatewaySettings:
+    return GatewaySettings(host=args.http_host, port=args.http_port)
+
+
+def cmd_gateway(args: argparse.Namespace) -> int:
+    tokens = TokenTable.load(args.tokens_file)
+    if not len(tokens):
+        print("tether: no tokens: set TETHER_ADMIN_TOKEN or pass --tokens-file", file=sys.stderr)
+        return 2
+    config = uvicorn_config(bridge_settings(args), tokens, gateway_settings(args))
+    server = uvicorn.Server(config)
+    server.run()
+    return 0 if server.started else 1
+
+
+# --- client commands ----------------------------------------------------------------------
+
+
+def add_client_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--url",
+        default=env_default("URL", "http://127.0.0.1:8080"),
+        help="the stack's HTTP address (TETHER_URL, default http://127.0.0.1:8080)",
+    )
+    parser.add_argument("--token", default=env_default("TOKEN"), help="bearer token (TETHER_TOKEN)")
+
+
+class ClientError(Exception):
+    pass
+
+
+def _client(args: argparse.Namespace) -> httpx.Client:
+    if not args.token:
+        raise ClientError("no token: pass --token or set TETHER_TOKEN")
+    return httpx.Client(
+        base_url=args.url, headers={"Authorization": f"Bearer {args.token}"}, timeout=10
+    )
+
+
+def _check(response: httpx.Response) -> Any:
+    if response.is_success:
+        return response.json()
+    try:
+        error = response.json()["error"]
+        message = f"{error['code']}: {error['message']}"
+    except (ValueError, KeyError, TypeError):
+        message = response.text[:200]
+    raise ClientError(f"HTTP {response.status_code} {message}")
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    try:
+        command_args = json.loads(args.args) if args.args else {}
+    except ValueError as exc:
+        raise ClientError(f"--args is not JSON: {exc}") from None
+    body: dict[str, Any] = {"name": args.name, "args": command_args}
+    if args.ttl is not None:
+        body["ttl"] = args.ttl
+    with _client(args) as client:
+        record = _check(client.post(f"/api/devices/{args.device}/commands", json=body))
+        print(f"{record['id']} {record['state']}", flush=True)
+        if not args.wait:
+            return 0
+        return _follow(client, record, args.timeout)
+
+
+def _follow(client: httpx.Client, record: dict[str, Any], timeout: float) -> int:
+    """Print each hop as the command's record gains it, until a terminal state."""
+    shown = {"queued"}
+    started = time.monotonic()
+    delay = 0.02
+    while True:
+        for hop, at in record["times"].items():
+            if hop not in shown:
+                shown.add(hop)
+                print(f"{record['id']} {hop} at {at}", flush=True)
+        state = CommandState(record["state"])
+        if state.is_terminal:
+            detail = record["result"] if state is CommandState.SUCCEEDED else record["error"]
+            print(
+                json.dumps(
+                    {
+                        "state": state.value,
+                        "result" if state is CommandState.SUCCEEDED else "error": detail,
+                    }
+                )
+            )
+            return 0 if state is CommandState.SUCCEEDED else 1
+        if time.monotonic() - started > timeout:
+            print(f"{record['id']} still {state.value} after {timeout:g} s", file=sys.stderr)
+            return 3
+        time.sleep(delay)  # the CLI polls the record; every hop is in it, so none is missed
+        delay = min(delay * 1.5, 0.5)
+        record = _check(client.get(f"/api/commands/{record['id']}"))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        fleet = _check(client.get("/api/fleet"))
+        devices = _check(client.get("/api/devices"))["devices"]
+    d = fleet["devices"]
+    print(f"devices  {d['total']} total, {d['online']} online, {d['offline']} offline")
+    print(f"pending  {fleet['pending']} commands")
+    states = ", ".join(f"{k} {v}" for k, v in sorted(fleet.get("commands_by_state", {}).items()))
+    print(f"commands {states or 'none yet'}")
+    for shard in fleet.get("shards", []):
+        if not shard.get("ok"):
+            print(f"shard {shard['shard']} FAILED: {shard.get('error')}")
+    busiest = sorted(devices, key=lambda x: (-x["pending"], x["id"]))[:10]
+    if busiest:
+        print(f"\n{'device':<28} {'online':<7} {'pending':>7}  last seen")
+        for device in busiest:
+            print(
+                f"{device['id']:<28} {'yes' if device['online'] else 'no':<7} "
+                f"{device['pending']:>7}  {device['last_seen'] or '-'}"
+            )
+    return 0
+
+
+def _run_client(handler: Any) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            result: int = handler(args)
+            return result
+        except ClientError as exc:
+            print(f"tether: {exc}", file=sys.stderr)
+            return 2
+        except httpx.HTTPError as exc:
+            print(f"tether: cannot reach {args.url}: {exc}", file=sys.stderr)
+            return 2
+
+    return run
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    gateway = sub.add_parser(
+        "gateway", help="serve the API, WebSocket, SSE and dashboard (with the bridge)"
+    )
+    add_broker_flags(gateway)
+    add_bridge_flags(gateway)
+    add_http_flags(gateway)
+    gateway.set_defaults(handler=cmd_gateway)
+
+    send = sub.add_parser("send", help="send a command to a device of a running stack")
+    send.add_argument("device")
+    send.add_argument("name")
+    send.add_argument("--args", help="JSON object of arguments")
+    send.add_argument("--ttl", type=float, help="seconds before an undelivered command expires")
+    send.add_argument(
+        "--wait", action="store_true", help="follow it to a terminal state; exit 0 only on success"
+    )
+    send.add_argument(
+        "--timeout", type=float, default=330.0, help="give up waiting after this long"
+    )
+    add_client_flags(send)
+    send.set_defaults(handler=_run_client(cmd_send))
+
+    status = sub.add_parser("status", help="print the fleet and broker figures of a running stack")
+    add_client_flags(status)
+    status.set_defaults(handler=_run_client(cmd_status))

@@ -1,0 +1,74 @@
+"""``GET /metrics``: Prometheus text, built at scrape time from the store and the bridge.
+
+No per-device labels: a fleet of 10,000 devices must not mean 10,000 series per metric.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ui_gateway.auth import Role
+from ui_gateway.context import Gateway, gateway_of
+from ui_gateway.fleet import fleet_summary
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class _Snapshot(Collector):
+    def __init__(self, fleet: dict[str, Any], gateway: Gateway) -> None:
+        self.fleet = fleet
+        self.gateway = gateway
+
+    def collect(self) -> Iterable[Metric]:
+        devices = self.fleet["devices"]
+        presence = GaugeMetricFamily(
+            "tether_devices", "Provisioned devices by presence", labels=["presence"]
+        )
+        presence.add_metric(["online"], devices["online"])
+        presence.add_metric(["offline"], devices["offline"])
+        yield presence
+        yield GaugeMetricFamily(
+            "tether_commands_pending",
+            "Commands not yet in a terminal state",
+            value=self.fleet["pending"],
+        )
+        states = GaugeMetricFamily("tether_commands", "Stored commands by state", labels=["state"])
+        for state, count in sorted(self.fleet["commands_by_state"].items()):
+            states.add_metric([state], count)
+        yield states
+        shards = GaugeMetricFamily("tether_shard_up", "1 if the shard answered", labels=["shard"])
+        for shard in self.fleet["shards"]:
+            shards.add_metric([str(shard["shard"])], 1 if shard["ok"] else 0)
+        yield shards
+        bridge = CounterMetricFamily(
+            "tether_bridge_messages", "Bridge message outcomes since start", labels=["outcome"]
+        )
+        for outcome, count in sorted(self.gateway.bridge.stats.items()):
+            bridge.add_metric([outcome], count)
+        yield bridge
+        yield GaugeMetricFamily(
+            "tether_broker_connected",
+            "1 if the bridge is connected to the broker",
+            value=1 if self.gateway.bridge.session.connected.is_set() else 0,
+        )
+        hub = self.gateway.hub
+        yield GaugeMetricFamily(
+            "tether_stream_clients",
+            "Live event stream subscribers",
+            value=hub.subscriber_count if hub else 0,
+        )
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    gateway = gateway_of(request)
+    gateway.authenticate(request, Role.VIEWER)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Snapshot(await fleet_summary(gateway.bridge.store), gateway))
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE)

@@ -1,0 +1,309 @@
+"""The OpenAPI 3.1 description of the REST API, served at ``/openapi.json``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tether import __version__
+from tether.protocol import MAX_ARGS_BYTES, CommandState
+
+DEVICE_ID = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"}
+STATES = [s.value for s in CommandState]
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+def _ok(description: str, schema: str, status: str = "200") -> dict[str, Any]:
+    return {
+        status: {
+            "description": description,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+        }
+    }
+
+
+COMMON = {"401": _error("missing or unknown token"), "403": _error("the token's role is too low")}
+DEVICE_PARAM = {"name": "device_id", "in": "path", "required": True, "schema": DEVICE_ID}
+COMMAND_PARAM = {
+    "name": "command_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "maxLength": 64},
+}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {
+                    "code": {
+                        "type": "string",
+                        "enum": [
+                            "bad_request",
+                            "unauthorized",
+                            "forbidden",
+                            "unknown_device",
+                            "queue_full",
+                            "conflict",
+                            "too_large",
+                            "not_found",
+                            "unavailable",
+                        ],
+                    },
+                    "message": {"type": "string"},
+                },
+            }
+        },
+    },
+    "Command": {
+        "type": "object",
+        "required": ["id", "device", "name", "args", "state", "attempts", "issued_at", "times"],
+        "properties": {
+            "id": {"type": "string"},
+            "device": DEVICE_ID,
+            "name": {"type": "string"},
+            "args": {"type": "object"},
+            "state": {"type": "string", "enum": STATES},
+            "attempts": {"type": "integer", "minimum": 0},
+            "issued_at": {"type": "string", "format": "date-time"},
+            "expires_at": {"type": ["string", "null"], "format": "date-time"},
+            "result": {},
+            "error": {"type": ["string", "null"]},
+            "idempotency_key": {"type": ["string", "null"]},
+            "times": {
+                "type": "object",
+                "additionalProperties": {"type": "string", "format": "date-time"},
+            },
+        },
+    },
+    "SendCommand": {
+        "type": "object",
+        "required": ["name"],
+        "additionalProperties": False,
+        "properties": {
+            "name": {"type": "string", "minLength": 1, "maxLength": 128},
+            "args": {"type": "object", "description": f"at most {MAX_ARGS_BYTES} bytes encoded"},
+            "ttl": {"type": "number", "exclusiveMinimum": 0, "maximum": 31622400},
+        },
+    },
+    "Device": {
+        "type": "object",
+        "required": ["id", "online", "pending"],
+        "properties": {
+            "id": DEVICE_ID,
+            "username": {"type": "string"},
+            "provisioned_at": {"type": "string", "format": "date-time"},
+            "revoked": {"type": "boolean"},
+            "online": {"type": "boolean"},
+            "last_seen": {"type": ["string", "null"], "format": "date-time"},
+            "connected_since": {"type": ["string", "null"], "format": "date-time"},
+            "agent": {"type": ["string", "null"]},
+            "reconnects_last_hour": {"type": "integer"},
+            "pending": {"type": "integer"},
+            "last_command": {"oneOf": [{"$ref": "#/components/schemas/Command"}, {"type": "null"}]},
+        },
+    },
+    "DeviceList": {
+        "type": "object",
+        "properties": {
+            "devices": {"type": "array", "items": {"$ref": "#/components/schemas/Device"}},
+            "shards": {"type": "array", "items": {"type": "object"}},
+        },
+    },
+    "Credentials": {
+        "type": "object",
+        "required": ["id", "username", "password"],
+        "properties": {
+            "id": DEVICE_ID,
+            "username": {"type": "string"},
+            "password": {"type": "string"},
+        },
+    },
+    "CommandList": {
+        "type": "object",
+        "properties": {
+            "commands": {"type": "array", "items": {"$ref": "#/components/schemas/Command"}}
+        },
+    },
+    "Fleet": {"type": "object"},
+}
+
+
+def openapi_document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Tether",
+            "version": __version__,
+            "description": "Commands to IoT devices, every hop recorded.",
+        },
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/api/devices": {
+                "get": {
+                    "summary": "All devices",
+                    "responses": {**_ok("devices", "DeviceList"), **COMMON},
+                },
+                "post": {
+                    "summary": "Provision a device (admin); the password is shown once",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["id"],
+                                    "additionalProperties": False,
+                                    "properties": {"id": DEVICE_ID},
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        **_ok("provisioned", "Credentials", "201"),
+                        "400": _error("bad id or body"),
+                        "409": _error("the device exists"),
+                        "413": _error("body too large"),
+                        **COMMON,
+                    },
+                },
+            },
+            "/api/devices/{device_id}": {
+                "parameters": [DEVICE_PARAM],
+                "get": {
+                    "summary": "One device",
+                    "responses": {
+                        **_ok("device", "Device"),
+                        "404": _error("unknown device"),
+                        **COMMON,
+                    },
+                },
+                "delete": {
+                    "summary": "Revoke a device (admin)",
+                    "responses": {
+                        **_ok("revoked", "Device"),
+                        "404": _error("unknown device"),
+                        **COMMON,
+                    },
+                },
+            },
+            "/api/devices/{device_id}/commands": {
+                "parameters": [DEVICE_PARAM],
+                "get": {
+                    "summary": "Command history, newest first",
+                    "parameters": [
+                        {
+                            "name": "state",
+                            "in": "query",
+                            "schema": {"type": "string", "enum": STATES},
+                        },
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 200},
+                        },
+                        {"name": "before", "in": "query", "schema": {"type": "string"}},
+                    ],
+                    "responses": {
+                        **_ok("history", "CommandList"),
+                        "400": _error("bad query"),
+                        "404": _error("unknown device"),
+                        **COMMON,
+                    },
+                },
+                "post": {
+                    "summary": "Send a command (operator)",
+                    "parameters": [
+                        {
+                            "name": "Idempotency-Key",
+                            "in": "header",
+                            "schema": {"type": "string", "maxLength": 200},
+                        }
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/SendCommand"}
+                            }
+                        },
+                    },
+                    "responses": {
+                        **_ok("accepted", "Command", "202"),
+                        "400": _error("bad input"),
+                        "404": _error("unknown device"),
+                        "409": _error("Idempotency-Key reused with another body"),
+                        "413": _error("too large"),
+                        "422": _error("invalid fields"),
+                        "429": _error("queue_full"),
+                        **COMMON,
+                    },
+                },
+            },
+            "/api/commands/{command_id}": {
+                "parameters": [COMMAND_PARAM],
+                "get": {
+                    "summary": "One command",
+                    "responses": {
+                        **_ok("command", "Command"),
+                        "404": _error("no such command"),
+                        **COMMON,
+                    },
+                },
+            },
+            "/api/commands/{command_id}/cancel": {
+                "parameters": [COMMAND_PARAM],
+                "post": {
+                    "summary": "Cancel before delivery (operator)",
+                    "responses": {
+                        **_ok("cancelled", "Command"),
+                        "404": _error("no such command"),
+                        "409": _error("already delivered or finished"),
+                        **COMMON,
+                    },
+                },
+            },
+            "/api/fleet": {
+                "get": {
+                    "summary": "Fleet aggregates across shards",
+                    "responses": {**_ok("fleet", "Fleet"), **COMMON},
+                }
+            },
+            "/api/events": {
+                "get": {
+                    "summary": "Server-Sent Events; resume with Last-Event-ID",
+                    "responses": {"200": {"description": "text/event-stream"}, **COMMON},
+                }
+            },
+            "/healthz": {
+                "get": {
+                    "summary": "Liveness",
+                    "security": [],
+                    "responses": {"200": {"description": "alive"}},
+                }
+            },
+            "/readyz": {
+                "get": {
+                    "summary": "Readiness",
+                    "security": [],
+                    "responses": {
+                        "200": {"description": "ready"},
+                        "503": {"description": "not ready"},
+                    },
+                }
+            },
+        },
+    }

@@ -1,0 +1,101 @@
+"""Reading and checking what clients send: bodies with a size cap, commands, query values."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+
+from tether.protocol import MAX_ARGS_BYTES, ProtocolError
+from tether.protocol.payloads import encode_json, validate_args, validate_command_name
+from ui_gateway.errors import ApiError, bad_request, too_large
+
+MAX_IDEMPOTENCY_KEY = 200
+
+
+async def read_json_body(request: Request, limit: int) -> Any:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_large(f"the body is {declared} bytes; the limit is {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large(f"the body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw:
+        raise bad_request("the body must be a JSON object")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise bad_request(f"the body is not valid JSON: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class SendRequest:
+    name: str
+    args: dict[str, Any]
+    ttl: float | None
+    idempotency_key: str | None
+
+    @property
+    def request_hash(self) -> str:
+        canonical = json.dumps(
+            {"name": self.name, "args": self.args, "ttl": self.ttl},
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def parse_send(body: Any, idempotency_key: str | None) -> SendRequest:
+    """Check a send request; raise 400/422-style errors that name the field."""
+    if not isinstance(body, dict):
+        raise bad_request("the body must be a JSON object")
+    unknown = set(body) - {"name", "args", "ttl", "idempotency_key", "device", "type", "ref"}
+    if unknown:
+        raise ApiError(422, "bad_request", f"unknown fields: {', '.join(sorted(unknown))}")
+    try:
+        name = validate_command_name(body.get("name"), "send")
+        args = body.get("args", {})
+        if args is None:
+            args = {}
+        if isinstance(args, dict) and len(encode_json(args)) > MAX_ARGS_BYTES:
+            raise too_large(f"args are over {MAX_ARGS_BYTES} bytes encoded")
+        args = validate_args(args, "send")
+    except ProtocolError as exc:
+        raise ApiError(422, "bad_request", str(exc)) from None
+    ttl = body.get("ttl")
+    if ttl is not None and (
+        isinstance(ttl, bool)
+        or not isinstance(ttl, int | float)
+        or not math.isfinite(ttl)
+        or ttl <= 0
+        or ttl > 366 * 24 * 3600
+    ):
+        raise ApiError(422, "bad_request", "ttl must be a positive number of seconds (≤ 1 year)")
+    if idempotency_key is not None and (
+        not isinstance(idempotency_key, str)
+        or not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY
+        or not idempotency_key.isprintable()
+    ):
+        raise bad_request(f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} printable characters")
+    return SendRequest(name, args, float(ttl) if ttl is not None else None, idempotency_key)
+
+
+def query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
+    text = request.query_params.get(name)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise bad_request(f"?{name} must be a whole number") from None
+    if not low <= value <= high:
+        raise bad_request(f"?{name} must be between {low} and {high}")
+    return value

@@ -1,0 +1,32 @@
+"""Serve the gateway with uvicorn: the bridge runs inside the app's lifespan."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from broker_bridge.bridge import Bridge, BridgeSettings
+from ui_gateway.app import create_app
+from ui_gateway.auth import TokenTable
+from ui_gateway.settings import GatewaySettings
+
+
+def uvicorn_config(
+    bridge_settings: BridgeSettings,
+    tokens: TokenTable,
+    settings: GatewaySettings,
+    log_level: str = "info",
+) -> uvicorn.Config:
+    app = create_app(Bridge(bridge_settings), tokens, settings)
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        ws="websockets-sansio",
+        ws_max_size=settings.ws_max_frame,
+        ws_ping_interval=settings.ws_ping_interval,
+        ws_ping_timeout=2 * settings.ws_ping_interval,  # closed after two missed pings
+        lifespan="on",
+        log_level=log_level,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )

@@ -1,0 +1,67 @@
+"""``GET /api/events``: the event stream as Server-Sent Events, resumable by ``Last-Event-ID``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from broker_bridge.cursor import Cursor
+from ui_gateway.auth import Role
+from ui_gateway.context import gateway_of
+from ui_gateway.hub import SubscriberTooSlow
+from ui_gateway.stream import Positioned, Reset, event_stream
+
+
+async def events_endpoint(request: Request) -> Response:
+    gateway = gateway_of(request)
+    gateway.authenticate(request, Role.VIEWER, allow_query=True)
+    text = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
+    cursor = Cursor.decode(text, gateway.bridge.store.shard_count) if text else None
+    assert gateway.hub is not None
+    hub, settings = gateway.hub, gateway.settings
+
+    async def frames() -> AsyncIterator[str]:
+        yield f"retry: 2000\n: tether events, keep-alive every {settings.sse_keepalive:g} s\n\n"
+        stream = event_stream(
+            gateway.bridge.store,
+            hub,
+            cursor,
+            live_buffer=settings.client_queue,
+            page=settings.replay_page,
+        )
+        pending: asyncio.Task[Positioned | Reset] | None = None
+        try:
+            while True:
+                if pending is None:
+                    pending = asyncio.ensure_future(anext(stream))
+                done, _ = await asyncio.wait({pending}, timeout=settings.sse_keepalive)
+                if not done:
+                    yield ": keep-alive\n\n"
+                    continue
+                try:
+                    item = pending.result()
+                except (StopAsyncIteration, SubscriberTooSlow):
+                    return  # too slow: the client reconnects with its Last-Event-ID
+                finally:
+                    pending = None
+                if isinstance(item, Reset):
+                    yield f'event: reset\ndata: {{"reason": "{item.reason}"}}\n\n'
+                    return
+                event = item.event
+                yield f"id: {item.cursor}\nevent: {event.kind}\ndata: {event.data_json}\n\n"
+        finally:
+            if pending is not None:
+                pending.cancel()
+                with contextlib.suppress(BaseException):
+                    await pending
+            await stream.aclose()
+
+    return StreamingResponse(
+        frames(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )

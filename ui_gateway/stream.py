@@ -1,0 +1,66 @@
+"""One client's event stream: replay after its cursor, then live, with no gap and no duplicate.
+
+1. Replay from the store until caught up (no live buffering yet, however far behind it is).
+2. Subscribe to the hub, then replay once more: this covers what committed in between.
+3. Go live, skipping any live event the cursor already covers. A shard commits, then
+   announces, in order, so any event missing from the second replay is still to be announced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+
+from broker_bridge.cursor import Cursor
+from broker_bridge.event_log import current_cursor, read_after
+from broker_bridge.store.shard import StoredEvent
+from broker_bridge.store.sharded import ShardedStore
+from ui_gateway.hub import EventHub, Subscription
+
+
+@dataclass(frozen=True, slots=True)
+class Reset:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Positioned:
+    cursor: str
+    event: StoredEvent
+
+
+def encode_event_message(item: Positioned) -> str:
+    """The WebSocket frame; the stored JSON of the data is spliced in, not re-encoded."""
+    event = item.event
+    return f'{{"type":"event","id":"{item.cursor}","kind":"{event.kind}","data":{event.data_json}}}'
+
+
+async def event_stream(
+    store: ShardedStore, hub: EventHub, cursor: Cursor | None, *, live_buffer: int, page: int = 1000
+) -> AsyncGenerator[Positioned | Reset, None]:
+    position = cursor if cursor is not None else await current_cursor(store)
+    subscription: Subscription | None = None
+    try:
+        for phase in ("catch-up", "seam"):
+            if phase == "seam":
+                subscription = hub.subscribe(live_buffer)
+            while True:
+                replay = await read_after(store, position, page)
+                if replay.reset:
+                    yield Reset("the cursor is older than the events the store keeps")
+                    return
+                for item in replay.events:
+                    yield Positioned(item.cursor.encode(), item.event)
+                position = replay.cursor
+                if not replay.more:
+                    break
+        assert subscription is not None
+        while True:
+            event = await subscription.get()
+            if event.seq <= position.positions[event.shard]:
+                continue
+            position = position.advanced(event.shard, event.seq)
+            yield Positioned(position.encode(), event)
+    finally:
+        if subscription is not None:
+            hub.unsubscribe(subscription)

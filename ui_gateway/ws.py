@@ -1,0 +1,187 @@
+"""``GET /ws``: send, cancel, ping/pong and live events over one WebSocket.
+
+Three tasks per connection: the reader handles client frames (each send in its own task, so a
+burst is not serialised on commit latency), the streamer turns stored events into frames, and
+the writer drains the bounded outbox. A client that lets the outbox fill is cut off with close
+code 1013; it resumes from its last cursor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from broker_bridge.cursor import Cursor, CursorError
+from tether.protocol import validate_device_id
+from ui_gateway.auth import Principal, Role
+from ui_gateway.context import Gateway, gateway_of
+from ui_gateway.errors import ApiError, as_api_error, error_body, error_response
+from ui_gateway.hub import SubscriberTooSlow
+from ui_gateway.requests import parse_send
+from ui_gateway.stream import Reset, encode_event_message, event_stream
+
+log = logging.getLogger(__name__)
+
+CLOSE_TOO_SLOW = 1013
+CLOSE_BAD_FRAME = 1003
+
+
+class ClientTooSlow(Exception):
+    pass
+
+
+class Connection:
+    def __init__(self, websocket: WebSocket, gateway: Gateway, principal: Principal) -> None:
+        self.websocket = websocket
+        self.gateway = gateway
+        self.principal = principal
+        self.outbox: asyncio.Queue[str] = asyncio.Queue(gateway.settings.client_queue)
+        self.sends = asyncio.Semaphore(gateway.settings.max_inflight_sends)
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def post(self, message: dict[str, Any] | str) -> None:
+        text = message if isinstance(message, str) else json.dumps(message, separators=(",", ":"))
+        try:
+            self.outbox.put_nowait(text)
+        except asyncio.QueueFull:
+            raise ClientTooSlow from None
+
+    def post_error(self, ref: Any, error: ApiError) -> None:
+        self.post({"type": "error", "ref": ref, **error_body(error.code, error.message)})
+
+    async def writer(self) -> None:
+        while True:
+            await self.websocket.send_text(await self.outbox.get())
+
+    async def streamer(self, cursor: Cursor | None) -> None:
+        gateway = self.gateway
+        assert gateway.hub is not None
+        async for item in event_stream(
+            gateway.bridge.store,
+            gateway.hub,
+            cursor,
+            live_buffer=gateway.settings.client_queue,
+            page=gateway.settings.replay_page,
+        ):
+            if isinstance(item, Reset):
+                self.post({"type": "reset", "reason": item.reason})
+                return
+            self.post(encode_event_message(item))
+
+    async def reader(self) -> None:
+        async for text in self.websocket.iter_text():
+            try:
+                frame = json.loads(text)
+            except ValueError:
+                self.post_error(None, ApiError(400, "bad_request", "frames must be JSON objects"))
+                continue
+            if not isinstance(frame, dict):
+                self.post_error(None, ApiError(400, "bad_request", "frames must be JSON objects"))
+                continue
+            self.handle(frame)
+
+    def handle(self, frame: dict[str, Any]) -> None:
+        ref = frame.get("ref")
+        kind = frame.get("type")
+        if kind == "ping":
+            self.post({"type": "pong", "ref": ref})
+        elif kind in ("send", "cancel"):
+            try:
+                self.principal.require(Role.OPERATOR)
+            except ApiError as exc:
+                self.post_error(ref, exc)
+                return
+            task = asyncio.create_task(self.send(frame) if kind == "send" else self.cancel(frame))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        else:
+            self.post_error(ref, ApiError(400, "bad_request", f"unknown frame type {kind!r}"))
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        ref = frame.get("ref")
+        async with self.sends:
+            try:
+                device_id = frame.get("device")
+                validate_device_id(device_id)
+                assert isinstance(device_id, str)
+                request = parse_send(frame, frame.get("idempotency_key"))
+                accepted = await self.gateway.bridge.asend(
+                    device_id,
+                    request.name,
+                    request.args,
+                    ttl=request.ttl,
+                    idempotency_key=request.idempotency_key,
+                    request_hash=request.request_hash,
+                )
+            except Exception as exc:
+                self.post_error(ref, as_api_error(exc))
+                return
+            self.post(
+                f'{{"type":"accepted","ref":{json.dumps(ref)},"command":{accepted.record_json}}}'
+            )
+
+    async def cancel(self, frame: dict[str, Any]) -> None:
+        ref = frame.get("ref")
+        command_id = frame.get("command_id")
+        if not isinstance(command_id, str) or not command_id:
+            self.post_error(ref, ApiError(400, "bad_request", "cancel needs a command_id"))
+            return
+        try:
+            record = await self.gateway.bridge.acancel(command_id)
+        except Exception as exc:
+            self.post_error(ref, as_api_error(exc))
+            return
+        self.post({"type": "accepted", "ref": ref, "command": record})
+
+
+async def websocket_endpoint(websocket: WebSocket) -> None:
+    gateway = gateway_of(websocket)
+    try:
+        principal = gateway.authenticate(websocket, Role.VIEWER, allow_query=True)
+        text = websocket.query_params.get("last_event_id")
+        cursor = Cursor.decode(text, gateway.bridge.store.shard_count) if text else None
+    except (ApiError, CursorError) as exc:
+        error = as_api_error(exc)
+        await websocket.send_denial_response(error_response(error))
+        return
+    await websocket.accept()
+    connection = Connection(websocket, gateway, principal)
+    gateway.count("ws_connections")
+    tasks = [
+        asyncio.create_task(connection.writer(), name="ws-writer"),
+        asyncio.create_task(connection.streamer(cursor), name="ws-streamer"),
+        asyncio.create_task(connection.reader(), name="ws-reader"),
+    ]
+    close_code: int | None = None  # None: keep serving; -1: the client left
+    reason = ""
+    pending: set[asyncio.Task[None]] = set(tasks)
+    try:
+        while pending and close_code is None:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                failure = task.exception()
+                if isinstance(failure, ClientTooSlow | SubscriberTooSlow):
+                    close_code, reason = CLOSE_TOO_SLOW, "client too slow: resume from your cursor"
+                    gateway.count("ws_too_slow")
+                elif isinstance(failure, WebSocketDisconnect) or (
+                    failure is None and task.get_name() == "ws-reader"
+                ):
+                    close_code = -1
+                elif failure is not None:
+                    log.error("websocket task failed", exc_info=failure)
+                    close_code, reason = 1011, "internal error"
+                # else: the streamer ended after a reset; commands are still served
+    finally:
+        for task in tasks + list(connection.tasks):
+            task.cancel()
+        with contextlib.suppress(BaseException):
+            await asyncio.gather(*tasks, return_exceptions=True)
+    if close_code is not None and close_code >= 0:
+        with contextlib.suppress(Exception):
+            # A client that does not read cannot take a close frame either: do not wait for it.
+            await asyncio.wait_for(websocket.close(close_code, reason), 2)
