@@ -7,5 +7,5 @@ COPY devices ./devices
 COPY ui_gateway ./ui_gateway
 COPY mosquitto ./mosquitto
 RUN pip install --no-cache-dir .
-ENTRYPOINT []
+EXPOSE 8080
 CMD ["tether", "--help"]

@@ -25,13 +25,16 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from broker_bridge.errors import BadRequest, NotFound, TetherError, Unavailable
+from broker_bridge.latency import LatencyWindow, hops_of
 from broker_bridge.mqtt_session import MqttSession, SessionSettings
 from broker_bridge.policy import DeliveryPolicy
 from broker_bridge.provisioning import Provisioner
 from broker_bridge.store import jobs
 from broker_bridge.store.records import Record
-from broker_bridge.store.shard import StoreUnavailable
+from broker_bridge.store.shard import StoredEvent, StoreUnavailable
 from broker_bridge.store.sharded import ShardedStore
+from broker_bridge.sys_stats import SUBSCRIPTION as SYS_SUBSCRIPTION
+from broker_bridge.sys_stats import BrokerFigures
 from tether.protocol import (
     AckStatus,
     Channel,
@@ -76,12 +79,15 @@ class Bridge:
             settings.data_dir, settings.shards, synchronous=settings.synchronous
         )
         self.stats: Counter[str] = Counter()
+        self.latency = LatencyWindow()
+        self.broker_figures = BrokerFigures()
+        self.store.add_listener(self._observe)
         self._stats_lock = threading.Lock()
         self.session = MqttSession(
             settings.mqtt,
             [
-                (self.topics.wildcard(channel), 1)
-                for channel in (Channel.ACK, Channel.EVT, Channel.STATUS)
+                *((self.topics.wildcard(c), 1) for c in (Channel.ACK, Channel.EVT, Channel.STATUS)),
+                (SYS_SUBSCRIPTION, 0),  # Mosquitto's own figures, for /api/fleet and /metrics
             ],
             self._on_message,
             self._on_connected,
@@ -118,6 +124,13 @@ class Bridge:
         self.provisioner.close()
         self.session.stop()
         self.store.close()
+
+    def _observe(self, events: list[StoredEvent]) -> None:
+        """Store listener (writer thread, after commit): hop latencies and state counts."""
+        for event in events:
+            if event.kind == "command":
+                record = event.data
+                self.latency.record(record["state"], hops_of(record["state"], record["times"]))
 
     def count(self, key: str, n: int = 1) -> None:
         with self._stats_lock:
@@ -213,6 +226,9 @@ class Bridge:
     # messages from devices (paho network thread)
 
     def _on_message(self, message: mqtt.MQTTMessage) -> None:
+        if message.topic.startswith("$SYS/"):
+            self.broker_figures.offer(message.topic, bytes(message.payload))
+            return
         try:
             ref = self.topics.parse(message.topic)
         except ProtocolError:
@@ -337,9 +353,17 @@ class Bridge:
         future.add_done_callback(done)
 
     def _on_connected(self, session_present: bool) -> None:
-        # Commands accepted but never acknowledged by the broker (e.g. the bridge died between
-        # commit and publish) are due at once rather than after the redelivery interval.
+        """Paho thread. After a reconnect the broker may have lost what it held (a killed broker
+        keeps only its last autosave, and loses Last Wills), so every online device gets its
+        undelivered commands again, in order; devices drop what they already ran."""
         self.count("connects")
+        if self.stats["connects"] == 1:
+            return  # the first connect: start() resumes from the store
+        for shard in range(self.store.shard_count):
+            again = self.store.write_shard(
+                shard, lambda tx: jobs.redeliver_online(tx, _now(), self.policy)
+            )
+            again.add_done_callback(self._publish_all)
 
     # the delivery policy's clock
 

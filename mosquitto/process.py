@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import shutil
 import signal
 import socket
@@ -18,6 +19,24 @@ INSTALL_HINT = (
     "Mosquitto is not installed: run `apt-get install mosquitto mosquitto-clients` "
     "(Debian/Ubuntu), or run the stack with `docker compose up`"
 )
+
+
+def _find_prctl() -> Callable[..., int] | None:
+    try:
+        prctl: Callable[..., int] = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux with glibc: no parent-death signal
+        return None
+    return prctl
+
+
+_prctl = _find_prctl()
+
+
+def die_with_parent() -> None:
+    """Runs in a child before exec (Linux): SIGTERM it when its parent dies, so no orphan
+    outlives even a SIGKILLed supervisor. Only for single-threaded parents (preexec_fn)."""
+    if _prctl is not None:
+        _prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def find_mosquitto() -> str:
@@ -71,7 +90,9 @@ class MosquittoProcess:
         admin_username: str,
         admin_password: str,
         log_path: Path | None = None,
+        die_with_parent: bool = False,
     ) -> None:
+        self.die_with_parent = die_with_parent
         self.settings = settings
         self.admin_username = admin_username
         self.admin_password = admin_password
@@ -101,6 +122,7 @@ class MosquittoProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                preexec_fn=die_with_parent if self.die_with_parent else None,
             )
         finally:
             log.close()

@@ -16,9 +16,12 @@ apt_packages=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || apt_packages+=(mosquitto)
 command -v mosquitto_pub >/dev/null 2>&1 || apt_packages+=(mosquitto-clients)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || apt_packages+=(python3-venv)
-if [ "${TETHER_WITH_BROWSER:-0}" = 1 ] && ! command -v chromium >/dev/null 2>&1; then
+# The dashboard tests drive Debian's headless Chromium (Playwright uses it; it downloads nothing).
+if [ "${TETHER_NO_BROWSER:-0}" != 1 ] && ! command -v chromium >/dev/null 2>&1; then
   apt_packages+=(chromium)
 fi
+# The contract test with the npm clients people use (partysocket, eventsource).
+command -v node >/dev/null 2>&1 || apt_packages+=(nodejs npm)
 if [ ${#apt_packages[@]} -gt 0 ]; then
   say "installing ${apt_packages[*]} (apt)"
   as_root apt-get update -qq

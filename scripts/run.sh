@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The run command: set-up, then start the stack. Today that is the broker with Tether's config
-# (dynamic security, persistence) on port 18830; the bridge, gateway and simulator join it as
-# `tether up` lands. Extra arguments go to `tether broker`.
+# The run command: set-up, then the whole stack with a simulated fleet:
+# Mosquitto on 127.0.0.1:18830, the bridge and gateway on http://127.0.0.1:8080, and
+# ${TETHER_SIMULATE:-20} simulated devices. Extra arguments go to `tether up`
+# (e.g. ./scripts/run.sh --http-port 9000 --simulate 100).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/bootstrap.sh
-exec .venv/bin/tether broker "$@"
+exec .venv/bin/tether up --simulate "${TETHER_SIMULATE:-20}" "$@"

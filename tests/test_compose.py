@@ -51,7 +51,7 @@ TETHER_SERVICES = sorted(n for n, s in SERVICES.items() if command_of(s)[:1] == 
 
 
 def test_the_stack_has_tether_services() -> None:
-    assert "broker-init" in TETHER_SERVICES
+    assert set(TETHER_SERVICES) == {"broker-init", "tether", "fleet-init", "simulator"}
 
 
 @pytest.mark.parametrize("name", TETHER_SERVICES)
@@ -71,3 +71,43 @@ def test_mosquitto_reads_the_config_broker_init_writes() -> None:
     mounts = {v.split(":")[1]: v.split(":")[0] for v in broker["volumes"]}
     init_mounts = {v.split(":")[1]: v.split(":")[0] for v in SERVICES["broker-init"]["volumes"]}
     assert mounts[str(init.broker_dir)] == init_mounts[str(init.broker_dir)]
+
+
+def parsed(name: str) -> object:
+    return build_parser().parse_args(command_of(SERVICES[name])[1:])
+
+
+def test_gateway_reaches_the_broker_and_publishes_its_port() -> None:
+    gateway = parsed("tether")
+    init = parsed("broker-init")
+    assert gateway.command == "gateway"  # type: ignore[attr-defined]
+    assert gateway.mqtt_host in SERVICES  # type: ignore[attr-defined]
+    assert gateway.mqtt_port == init.mqtt_port  # type: ignore[attr-defined]
+    assert gateway.broker_dir == init.broker_dir  # type: ignore[attr-defined]
+    assert gateway.http_host == "0.0.0.0"  # type: ignore[attr-defined]
+    published = [str(p).rsplit(":", 1)[1] for p in SERVICES["tether"]["ports"]]
+    assert str(gateway.http_port) in published  # type: ignore[attr-defined]
+    assert f":{gateway.http_port}/readyz" in " ".join(SERVICES["tether"]["healthcheck"]["test"])  # type: ignore[attr-defined]
+
+
+def test_simulator_uses_the_credentials_fleet_init_writes() -> None:
+    fleet = parsed("fleet-init")
+    sim = parsed("simulator")
+    assert fleet.command == "provision" and sim.command == "simulate"  # type: ignore[attr-defined]
+    assert fleet.count == sim.count  # type: ignore[attr-defined]
+    assert str(fleet.out) == str(sim.credentials)  # type: ignore[attr-defined]
+    host, port = sim.broker.split(":")  # type: ignore[attr-defined]
+    assert host in SERVICES and int(port) == parsed("broker-init").mqtt_port  # type: ignore[attr-defined]
+    assert fleet.url.split("//")[1].split(":")[0] in SERVICES  # type: ignore[attr-defined]
+    for service, directory in (("fleet-init", fleet.out), ("simulator", sim.credentials)):  # type: ignore[attr-defined]
+        mounts = [v.split(":")[1] for v in SERVICES[service]["volumes"]]
+        assert any(str(directory).startswith(m) for m in mounts), service
+
+
+def test_every_service_but_the_one_shot_ones_restarts_and_the_long_ones_are_health_checked() -> (
+    None
+):
+    for name in ("mosquitto", "tether"):
+        assert "healthcheck" in SERVICES[name]
+    for name in ("mosquitto", "tether", "simulator"):
+        assert SERVICES[name].get("restart") == "unless-stopped"

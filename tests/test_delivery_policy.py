@@ -188,3 +188,21 @@ def test_presence_counts_reconnects_in_the_last_hour(h: Harness) -> None:
     change = h.online(True, 4000)  # the hour before it holds the connects at 1000, 2000, 4000
     assert change.record is not None
     assert change.record["reconnects_last_hour"] == 3
+
+
+def test_a_returning_device_is_asked_again_for_lost_final_acks(h: Harness) -> None:
+    """The broker may lose a final ack (a crash); a device answers a repeat with its stored ack."""
+    h.online(True)
+    cid = h.accept(0).record["id"]
+    h.move(cid, S.DELIVERED, 1)
+    for when in (10, 20, 30, 40):  # more returns than max_attempts: still asked, never failed
+        again = h.store.write(
+            "dev", lambda tx, w=when: jobs.redeliver_device(tx, "dev", at(w), POLICY)
+        ).result()
+        assert [d.id for d in again] == [cid]
+    record = h.get(cid)
+    assert record["state"] == "delivered"
+    h.sweep(300)
+    assert h.get(cid)["state"] == "delivered"  # the execution deadline did not move
+    h.sweep(301)
+    assert h.get(cid)["state"] == "timed_out"

@@ -76,11 +76,73 @@ def register_broker_commands(sub: argparse._SubParsersAction[argparse.ArgumentPa
     broker.set_defaults(handler=cmd_broker)
 
 
+def cmd_up(args: argparse.Namespace) -> int:
+    from tether.stack import StackSettings, run_up
+
+    return run_up(
+        StackSettings(
+            data_dir=args.data_dir,
+            mqtt_port=args.mqtt_port,
+            mqtt_bind=args.mqtt_bind,
+            http_host=args.http_host,
+            http_port=args.http_port,
+            shards=args.shards,
+            simulate=args.simulate,
+            sim_latency=args.sim_latency,
+            sim_failure_rate=args.sim_failure_rate,
+        )
+    )
+
+
+def register_up(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    up = sub.add_parser(
+        "up", help="run the whole local stack: broker, bridge, gateway (and --simulate N devices)"
+    )
+    add_broker_flags(up)
+    up.add_argument(
+        "--http-host",
+        default=env_default("HTTP_HOST", "127.0.0.1"),
+        help="address of the dashboard and API (TETHER_HTTP_HOST, default 127.0.0.1)",
+    )
+    up.add_argument(
+        "--http-port",
+        type=int,
+        default=int(env_default("HTTP_PORT", "8080") or 8080),
+        help="port of the dashboard and API (TETHER_HTTP_PORT, default 8080)",
+    )
+    up.add_argument(
+        "--shards",
+        type=int,
+        default=int(s) if (s := env_default("SHARDS")) else None,
+        help="shard count of a new store (TETHER_SHARDS, default 8)",
+    )
+    up.add_argument(
+        "--simulate",
+        type=int,
+        default=int(env_default("SIMULATE", "0") or 0),
+        metavar="N",
+        help="also run N simulated devices, provisioned through the API (TETHER_SIMULATE)",
+    )
+    up.add_argument("--sim-latency", type=float, default=0.05, help="simulated handler latency, s")
+    up.add_argument(
+        "--sim-failure-rate", type=float, default=0.0, help="share of commands that fail"
+    )
+    up.set_defaults(handler=cmd_up)
+
+
 def registrars() -> list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]]:
     """Each package adds its own subcommands; imported here so ``tether --help`` lists them all."""
     import broker_bridge.cli
+    import devices.cli
+    import ui_gateway.cli
 
-    return [register_broker_commands, broker_bridge.cli.register]
+    return [
+        register_up,
+        register_broker_commands,
+        broker_bridge.cli.register,
+        devices.cli.register,
+        ui_gateway.cli.register,
+    ]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,10 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `tether status | head` ends quietly
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     handler: Handler = args.handler
     try:
         return handler(args)

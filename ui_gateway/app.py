@@ -21,7 +21,7 @@ from ui_gateway import api
 from ui_gateway.auth import Role, TokenTable
 from ui_gateway.context import Gateway, gateway_of
 from ui_gateway.errors import ApiError, handle_known_errors
-from ui_gateway.fleet import fleet_summary
+from ui_gateway.fleet import bridge_figures, fleet_summary
 from ui_gateway.hub import EventHub
 from ui_gateway.metrics import metrics_endpoint
 from ui_gateway.openapi import openapi_document
@@ -39,7 +39,7 @@ async def dashboard(request: Request) -> Response:
 async def fleet(request: Request) -> Response:
     gateway = gateway_of(request)
     gateway.authenticate(request, Role.VIEWER)
-    return JSONResponse(await fleet_summary(gateway.bridge.store))
+    return JSONResponse(await fleet_summary(gateway.bridge.store, bridge_figures(gateway)))
 
 
 async def openapi(request: Request) -> Response:

@@ -145,23 +145,67 @@ def _follow(client: httpx.Client, record: dict[str, Any], timeout: float) -> int
 def cmd_status(args: argparse.Namespace) -> int:
     with _client(args) as client:
         fleet = _check(client.get("/api/fleet"))
-        devices = _check(client.get("/api/devices"))["devices"]
+    print(format_status(fleet))
+    return 0
+
+
+def format_status(fleet: dict[str, Any]) -> str:
+    """The terminal view of ``/api/fleet``: broker, fleet, hop latencies, devices to look at."""
+    lines = []
+    broker = fleet.get("broker", {})
+    figures = broker.get("figures", {})
+    lines.append(
+        f"broker   {'connected' if broker.get('connected') else 'DISCONNECTED'}"
+        f"{'  ' + broker['version'] if broker.get('version') else ''}"
+    )
+    if figures:
+        lines.append(
+            f"         clients {figures.get('clients_connected', 0):g}  "
+            f"msgs/min in {figures.get('messages_received_per_min', 0):g} "
+            f"out {figures.get('messages_sent_per_min', 0):g}  "
+            f"stored {figures.get('stored_messages', 0):g}  "
+            f"dropped {figures.get('publish_dropped_total', 0):g}"
+        )
     d = fleet["devices"]
-    print(f"devices  {d['total']} total, {d['online']} online, {d['offline']} offline")
-    print(f"pending  {fleet['pending']} commands")
+    lines.append(f"devices  {d['total']} total, {d['online']} online, {d['offline']} offline")
+    lines.append(f"pending  {fleet['pending']} commands")
     states = ", ".join(f"{k} {v}" for k, v in sorted(fleet.get("commands_by_state", {}).items()))
-    print(f"commands {states or 'none yet'}")
+    lines.append(f"commands {states or 'none yet'}")
+    latency = fleet.get("latency_ms", {})
+    if latency:
+        window = f"hop (last {fleet.get('window_minutes')} min)"
+        lines.append(f"\n{window:<24} {'n':>7} {'p50 ms':>9} {'p99 ms':>9}")
+        for hop, figure in latency.items():
+            p50 = "-" if figure["p50"] is None else f"{figure['p50']:g}"
+            p99 = "-" if figure["p99"] is None else f"{figure['p99']:g}"
+            lines.append(f"{hop:<24} {figure['count']:>7} {'≤' + p50:>9} {'≤' + p99:>9}")
     for shard in fleet.get("shards", []):
         if not shard.get("ok"):
-            print(f"shard {shard['shard']} FAILED: {shard.get('error')}")
-    busiest = sorted(devices, key=lambda x: (-x["pending"], x["id"]))[:10]
-    if busiest:
-        print(f"\n{'device':<28} {'online':<7} {'pending':>7}  last seen")
-        for device in busiest:
-            print(
-                f"{device['id']:<28} {'yes' if device['online'] else 'no':<7} "
-                f"{device['pending']:>7}  {device['last_seen'] or '-'}"
-            )
+            lines.append(f"shard {shard['shard']} FAILED: {shard.get('error')}")
+    for title, key, field in (
+        ("slowest devices (mean end to end, ms)", "slowest", "mean_end_to_end_ms"),
+        ("most pending", "top_pending", "pending"),
+        ("most failures (last hour)", "top_failures", "failures"),
+    ):
+        rows = fleet.get(key) or []
+        if rows:
+            lines.append(f"\n{title}")
+            lines += [f"  {row['device']:<30} {row[field]:>10}" for row in rows]
+    return "\n".join(lines)
+
+
+def cmd_provision(args: argparse.Namespace) -> int:
+    from tether.fleet import ProvisioningError, numbered_ids, provision_fleet
+
+    ids = list(args.ids) + (numbered_ids(args.count, args.prefix) if args.count else [])
+    if not ids:
+        raise ClientError("name device ids, or give --count N")
+    with _client(args) as client:
+        try:
+            rows = provision_fleet(client, ids, args.out)
+        except ProvisioningError as exc:
+            raise ClientError(str(exc)) from None
+    print(f"{len(rows)} devices ready; credentials in {args.out}")
     return 0
 
 
@@ -202,6 +246,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     add_client_flags(send)
     send.set_defaults(handler=_run_client(cmd_send))
+
+    provision = sub.add_parser(
+        "provision", help="provision devices through the API and save their logins to a file"
+    )
+    provision.add_argument("ids", nargs="*", help="device ids")
+    provision.add_argument("--count", type=int, default=0, help="also PREFIX00001..PREFIX<N>")
+    provision.add_argument("--prefix", default="sim-", help="prefix of numbered ids (default sim-)")
+    provision.add_argument(
+        "--out", type=Path, required=True, help="credentials file (JSON, 0600) for tether simulate"
+    )
+    add_client_flags(provision)
+    provision.set_defaults(handler=_run_client(cmd_provision))
 
     status = sub.add_parser("status", help="print the fleet and broker figures of a running stack")
     add_client_flags(status)

@@ -9,11 +9,17 @@ from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 
+from broker_bridge.latency import BOUNDS
 from ui_gateway.auth import Role
 from ui_gateway.context import Gateway, gateway_of
 from ui_gateway.fleet import fleet_summary
@@ -58,6 +64,22 @@ class _Snapshot(Collector):
             "1 if the bridge is connected to the broker",
             value=1 if self.gateway.bridge.session.connected.is_set() else 0,
         )
+        figures = self.gateway.bridge.broker_figures.snapshot()["figures"]
+        assert isinstance(figures, dict)
+        for name, value in sorted(figures.items()):
+            yield GaugeMetricFamily(
+                f"tether_broker_{name}", f"Mosquitto $SYS figure {name}", value=value
+            )
+        latency = HistogramMetricFamily(
+            "tether_command_hop_seconds", "Latency of each command hop since start", labels=["hop"]
+        )
+        for hop, histogram in self.gateway.bridge.latency.cumulative().items():
+            cumulative, buckets = 0, []
+            for bound, count in zip((*BOUNDS, float("inf")), histogram.counts, strict=True):
+                cumulative += count
+                buckets.append((_le(bound), cumulative))
+            latency.add_metric([hop], buckets, sum_value=histogram.total)
+        yield latency
         hub = self.gateway.hub
         yield GaugeMetricFamily(
             "tether_stream_clients",
@@ -72,3 +94,7 @@ async def metrics_endpoint(request: Request) -> Response:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Snapshot(await fleet_summary(gateway.bridge.store), gateway))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE)
+
+
+def _le(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(bound)

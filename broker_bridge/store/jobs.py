@@ -22,6 +22,7 @@ from tether.protocol import PENDING_STATES, CommandState, Verdict, decide, forma
 S = CommandState
 _PENDING = tuple(s.value for s in PENDING_STATES)
 _UNDELIVERED = (S.QUEUED.value, S.SENT.value)
+_UNFINISHED = (*_UNDELIVERED, S.DELIVERED.value)
 _PENDING_SQL = ",".join("?" * len(_PENDING))
 
 
@@ -330,8 +331,17 @@ class Delivery:
 def _attempt(
     tx: WriteTx, row: sqlite3.Row, now: datetime, policy: DeliveryPolicy
 ) -> Delivery | None:
-    """Count one more publish of ``row``, or end it as undeliverable if attempts are used up."""
-    if row["attempts"] >= policy.max_attempts:
+    """Count one more publish of ``row``, or end it as undeliverable if attempts are used up.
+
+    A ``delivered`` command is published again only to ask for its final ack, which the broker
+    may have lost: the device answers with its stored ack and does not run it again. That neither
+    counts against the attempts nor moves its execution deadline."""
+    if row["state"] == S.DELIVERED.value:
+        tx.conn.execute(
+            "UPDATE commands SET attempts = attempts + 1, last_attempt_at = ? WHERE seq = ?",
+            (format_time(now), row["seq"]),
+        )
+    elif row["attempts"] >= policy.max_attempts:
         transition(
             tx,
             row["id"],
@@ -340,15 +350,16 @@ def _attempt(
             error=f"not received after {row['attempts']} delivery attempts",
         )
         return None
-    tx.conn.execute(
-        "UPDATE commands SET attempts = attempts + 1, last_attempt_at = ?, due_at = ? "
-        "WHERE seq = ?",
-        (
-            format_time(now),
-            _min_time(_later(now, policy.redelivery_after), row["expires_at"]),
-            row["seq"],
-        ),
-    )
+    else:
+        tx.conn.execute(
+            "UPDATE commands SET attempts = attempts + 1, last_attempt_at = ?, due_at = ? "
+            "WHERE seq = ?",
+            (
+                format_time(now),
+                _min_time(_later(now, policy.redelivery_after), row["expires_at"]),
+                row["seq"],
+            ),
+        )
     return Delivery(
         row["seq"],
         row["id"],
@@ -363,16 +374,33 @@ def _attempt(
 def redeliver_device(
     tx: WriteTx, device_id: str, now: datetime, policy: DeliveryPolicy
 ) -> list[Delivery]:
-    """The device came (back) online: publish everything it has not received, in order."""
+    """The device came (back) online: publish everything it has not finished, in order (the
+    broker may have lost commands, and final acks, while it was away)."""
     rows = tx.conn.execute(
-        "SELECT * FROM commands WHERE device_id = ? AND state IN (?, ?) ORDER BY seq",
-        (device_id, *_UNDELIVERED),
+        "SELECT * FROM commands WHERE device_id = ? AND state IN (?, ?, ?) ORDER BY seq",
+        (device_id, *_UNFINISHED),
     ).fetchall()
     out = []
     for row in rows:
-        if row["expires_at"] is not None and row["expires_at"] <= format_time(now):
+        expired = row["expires_at"] is not None and row["expires_at"] <= format_time(now)
+        if expired and row["state"] in _UNDELIVERED:
             transition(tx, row["id"], S.EXPIRED, now, error="expired before delivery")
             continue
+        delivery = _attempt(tx, row, now, policy)
+        if delivery is not None:
+            out.append(delivery)
+    return out
+
+
+def redeliver_online(tx: WriteTx, now: datetime, policy: DeliveryPolicy) -> list[Delivery]:
+    """After the bridge reconnected: publish again every unfinished command of online devices."""
+    rows = tx.conn.execute(
+        "SELECT c.* FROM commands c JOIN devices d ON d.id = c.device_id "
+        "WHERE d.online = 1 AND c.state IN (?, ?, ?) ORDER BY c.seq",
+        _UNFINISHED,
+    ).fetchall()
+    out = []
+    for row in rows:
         delivery = _attempt(tx, row, now, policy)
         if delivery is not None:
             out.append(delivery)

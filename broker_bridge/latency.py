@@ -1,0 +1,164 @@
+"""Hop latencies and state counts over a sliding window, in fixed log-scale buckets (pure).
+
+Recorded when a transition is committed; read by ``/api/fleet`` (p50/p99 over the window) and
+``/metrics`` (cumulative histograms). Bounded memory: ``window_minutes`` slots of one histogram
+per hop, whatever the load.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+HOPS = ("accepted_to_sent", "sent_to_delivered", "delivered_to_final", "end_to_end")
+# Upper bounds in seconds: 0.5 ms to 10 min, three per decade.
+BOUNDS: tuple[float, ...] = (
+    0.0005,
+    0.001,
+    0.002,
+    0.005,
+    0.01,
+    0.02,
+    0.05,
+    0.1,
+    0.2,
+    0.5,
+    1.0,
+    2.0,
+    5.0,
+    10.0,
+    20.0,
+    50.0,
+    100.0,
+    200.0,
+    500.0,
+    600.0,
+)
+
+
+@dataclass
+class Histogram:
+    counts: list[int] = field(default_factory=lambda: [0] * (len(BOUNDS) + 1))
+    total: float = 0.0
+    n: int = 0
+
+    def add(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(BOUNDS, seconds)] += 1
+        self.total += seconds
+        self.n += 1
+
+    def merge(self, other: Histogram) -> None:
+        for i, count in enumerate(other.counts):
+            self.counts[i] += count
+        self.total += other.total
+        self.n += other.n
+
+    def quantile(self, q: float) -> float | None:
+        """The upper bound of the bucket holding the q-quantile (an upper estimate)."""
+        if self.n == 0:
+            return None
+        rank = q * self.n
+        seen = 0
+        for i, count in enumerate(self.counts):
+            seen += count
+            if seen >= rank and count:
+                return BOUNDS[i] if i < len(BOUNDS) else float("inf")
+        return BOUNDS[-1]
+
+
+@dataclass
+class _Slot:
+    minute: int
+    hops: dict[str, Histogram] = field(default_factory=lambda: {h: Histogram() for h in HOPS})
+    states: dict[str, int] = field(default_factory=dict)
+
+
+class LatencyWindow:
+    def __init__(self, window_minutes: int = 5, clock: Callable[[], float] = time.time) -> None:
+        self.window_minutes = window_minutes
+        self._clock = clock
+        self._slots: list[_Slot] = []
+        self._forever = {h: Histogram() for h in HOPS}  # cumulative, for Prometheus
+        self._lock = threading.Lock()
+
+    def _slot(self) -> _Slot:
+        minute = int(self._clock() // 60)
+        if not self._slots or self._slots[-1].minute != minute:
+            self._slots.append(_Slot(minute))
+            del self._slots[: -self.window_minutes]
+        return self._slots[-1]
+
+    def record(self, state: str, hops: dict[str, float]) -> None:
+        with self._lock:
+            slot = self._slot()
+            slot.states[state] = slot.states.get(state, 0) + 1
+            for hop, seconds in hops.items():
+                slot.hops[hop].add(seconds)
+                self._forever[hop].add(seconds)
+
+    def summary(self) -> dict[str, object]:
+        """p50/p99 per hop over the window (ms), and transitions per state per minute."""
+        with self._lock:
+            oldest = int(self._clock() // 60) - self.window_minutes + 1
+            live = [s for s in self._slots if s.minute >= oldest]
+            merged = {h: Histogram() for h in HOPS}
+            for slot in live:
+                for hop, histogram in slot.hops.items():
+                    merged[hop].merge(histogram)
+            per_minute = [{"minute": s.minute * 60, "states": dict(s.states)} for s in live]
+        return {
+            "window_minutes": self.window_minutes,
+            "latency_ms": {
+                hop: {
+                    "count": h.n,
+                    "p50": _ms(h.quantile(0.50)),
+                    "p99": _ms(h.quantile(0.99)),
+                    "mean": round(h.total / h.n * 1000, 3) if h.n else None,
+                }
+                for hop, h in merged.items()
+            },
+            "states_per_minute": per_minute,
+        }
+
+    def cumulative(self) -> dict[str, Histogram]:
+        with self._lock:
+            out = {}
+            for hop, h in self._forever.items():
+                copy = Histogram()
+                copy.merge(h)
+                out[hop] = copy
+            return out
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)
+
+
+_DEVICE_OUTCOMES = frozenset({"succeeded", "failed", "rejected", "expired"})
+
+
+def hops_of(state: str, times: dict[str, str]) -> dict[str, float]:
+    """The hop this transition completed, from a command record's ``times`` (pure)."""
+    from datetime import datetime
+
+    def at(name: str) -> float | None:
+        text = times.get(name)
+        return datetime.fromisoformat(text).timestamp() if text else None
+
+    now = at(state)
+    if now is None:
+        return {}
+    hops: dict[str, float] = {}
+    if state == "sent" and (queued := at("queued")) is not None:
+        hops["accepted_to_sent"] = now - queued
+    elif state == "delivered" and (sent := at("sent")) is not None:
+        hops["sent_to_delivered"] = now - sent
+    elif state in _DEVICE_OUTCOMES:
+        if (delivered := at("delivered")) is not None:
+            hops["delivered_to_final"] = now - delivered
+        if (queued := at("queued")) is not None:
+            hops["end_to_end"] = now - queued
+    return {hop: max(0.0, seconds) for hop, seconds in hops.items()}

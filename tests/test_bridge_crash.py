@@ -1,0 +1,195 @@
+"""Crashes mid-burst, with real processes and signals: nothing lost, nothing run twice.
+
+Every command the bridge accepted must end terminal (here: ``succeeded``), each must run exactly
+once on its device, and no command's recorded states may move backwards.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from broker_bridge.bridge import Bridge
+from devices.agent import DeviceAgent
+from devices.config import AgentSettings
+from tests.support import store_reader
+from tests.support.bridges import BridgeHandle, bridge_settings
+from tests.support.brokers import BrokerHandle, Credentials
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.broker
+
+DEVICES = [f"dev-{i:02d}" for i in range(10)]
+
+
+class Fleet:
+    """Real agents (in this process) whose one handler counts executions per command."""
+
+    def __init__(self, broker: BrokerHandle, creds: list[Credentials], journal_dir: Path) -> None:
+        self.runs: Counter[int] = Counter()
+        self._lock = threading.Lock()
+        self.agents = []
+        for c in creds:
+            agent = DeviceAgent(
+                AgentSettings(
+                    device_id=c.device_id,
+                    host=broker.host,
+                    port=broker.port,
+                    username=c.username,
+                    password=c.password,
+                    journal_path=journal_dir / f"{c.device_id}.journal",
+                    reconnect_base=0.2,
+                    reconnect_cap=1.0,
+                )
+            )
+            agent.command("count")(self._count)
+            self.agents.append(agent)
+
+    def _count(self, args: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            self.runs[int(args["n"])] += 1
+        return {"n": args["n"]}
+
+    def start(self) -> None:
+        for agent in self.agents:
+            agent.start()
+        for agent in self.agents:
+            assert agent.wait_connected(20)
+
+    def stop(self) -> None:
+        for agent in self.agents:
+            agent.stop()
+
+
+@pytest.fixture
+def provisioned(broker: BrokerHandle, tmp_path: Path) -> list[Credentials]:
+    setup = Bridge(bridge_settings(broker, tmp_path / "store"))
+    setup.start()
+    try:
+        return BridgeHandle(setup).provision(*DEVICES)
+    finally:
+        setup.stop()
+
+
+@pytest.fixture
+def fleet(broker: BrokerHandle, provisioned: list[Credentials], tmp_path: Path) -> Iterator[Fleet]:
+    running = Fleet(broker, provisioned, tmp_path)
+    running.start()
+    yield running
+    running.stop()
+
+
+def wait_all_terminal(data_dir: Path, timeout: float) -> None:
+    try:
+        wait_until(lambda: store_reader.all_terminal(data_dir), timeout, "every command terminal")
+    except TimeoutError:
+        stuck = [c for c in store_reader.commands(data_dir).values() if c["finished_at"] is None]
+        summary = Counter((c["device_id"], c["state"], c["attempts"]) for c in stuck)
+        raise AssertionError(
+            f"{len(stuck)} commands never ended: {summary.most_common(12)}"
+        ) from None
+
+
+def account(data_dir: Path, fleet: Fleet, accepted: dict[str, int]) -> None:
+    stored = store_reader.commands(data_dir)
+    assert set(accepted) <= set(stored), "an accepted command is missing from the store"
+    states = Counter(c["state"] for c in stored.values())
+    assert states == {"succeeded": len(stored)}, states
+    ran = {int(json.loads(c["args"])["n"]) for c in stored.values()}
+    duplicated = {n: k for n, k in fleet.runs.items() if k > 1}
+    assert duplicated == {}, f"ran more than once: {duplicated}"
+    assert set(fleet.runs) == ran, "a device ran a command the store does not know"
+    assert store_reader.moved_backwards(store_reader.state_histories(data_dir)) == []
+
+
+def test_bridge_killed_mid_burst_loses_nothing(
+    broker: BrokerHandle, fleet: Fleet, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "store"
+    spec = {
+        "data_dir": str(data_dir),
+        "host": broker.host,
+        "port": broker.port,
+        "username": broker.admin_username,
+        "password": broker.admin_password,
+        "devices": DEVICES,
+        "count": 500,
+    }
+    accepted: dict[str, int] = {}
+    with subprocess.Popen(
+        [sys.executable, "-m", "tests.support.burst_driver", json.dumps(spec)],
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as driver:
+        assert driver.stdout is not None
+        out = driver.stdout
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(line) for line in out], daemon=True).start()
+        try:
+            while len(accepted) < 200:
+                word, command_id, n = lines.get(timeout=30).split()
+                assert word == "accepted"
+                accepted[command_id] = int(n)
+        finally:
+            driver.send_signal(signal.SIGKILL)
+            driver.wait(10)
+    assert driver.returncode == -signal.SIGKILL
+
+    log = (tmp_path / "bridge.log").open("w")
+    restarted = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tether.cli",
+            "bridge",
+            "--data-dir",
+            str(tmp_path),
+            "--mqtt-port",
+            str(broker.port),
+            "--mqtt-username",
+            broker.admin_username,
+            "--mqtt-password",
+            broker.admin_password,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
+    log.close()  # the child holds its own copy
+    try:
+        wait_all_terminal(data_dir, 60)
+        account(data_dir, fleet, accepted)
+        assert len(store_reader.commands(data_dir)) >= 200
+    finally:
+        restarted.send_signal(signal.SIGTERM)
+        assert restarted.wait(15) == 0
+
+
+def test_broker_killed_mid_burst_loses_nothing(
+    broker: BrokerHandle, fleet: Fleet, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "store"
+    bridge = Bridge(bridge_settings(broker, data_dir))
+    bridge.start()
+    try:
+        accepted: dict[str, int] = {}
+        for n in range(500):
+            if n == 250:
+                broker.kill()  # SIGKILL: whatever Mosquitto had not autosaved is gone
+                broker.start()
+            record = bridge.send(DEVICES[n % len(DEVICES)], "count", {"n": n}).result(10).record
+            accepted[record["id"]] = n
+        wait_all_terminal(data_dir, 90)
+        account(data_dir, fleet, accepted)
+        assert len(store_reader.commands(data_dir)) == 500
+    finally:
+        bridge.stop()

@@ -1,0 +1,136 @@
+"""The dashboard in a real headless Chromium (Debian's), driven by Playwright.
+
+Send a command from the console and see it reach `succeeded`; restart the gateway process; the page
+reconnects by itself and shows what happened while it was away. A screenshot is kept in
+``artifacts/`` (ignored by git).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from devices.agent import DeviceAgent
+from devices.config import AgentSettings
+from devices.demo import install
+from mosquitto.process import free_port
+from tests.support.brokers import BrokerHandle
+from tests.support.processes import ADMIN_TOKEN, GatewayProcess
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.broker
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    executable = shutil.which("chromium")
+    assert executable, (
+        "Debian's chromium is needed: apt-get install chromium (scripts/bootstrap.sh does)"
+    )
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def stack(broker: BrokerHandle, tmp_path: Path) -> Iterator[GatewayProcess]:
+    gateway = GatewayProcess(broker, tmp_path, free_port(), tmp_path / "gateway.log")
+    gateway.start()
+    yield gateway
+    gateway.stop()
+
+
+@pytest.fixture
+def agent(broker: BrokerHandle, stack: GatewayProcess) -> Iterator[DeviceAgent]:
+    with stack.api() as api:
+        creds = api.post("/api/devices", json={"id": "sim-00001"}).json()
+    device = DeviceAgent(
+        AgentSettings(
+            device_id="sim-00001",
+            host=broker.host,
+            port=broker.port,
+            username=creds["username"],
+            password=creds["password"],
+        )
+    )
+    install(device)
+    device.start()
+    assert device.wait_connected(10)
+    yield device
+    device.stop()
+
+
+def console_errors(page: Page) -> list[str]:
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    return errors
+
+
+def test_console_send_then_gateway_restart_then_catch_up(
+    browser: Browser, stack: GatewayProcess, agent: DeviceAgent
+) -> None:
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors = console_errors(page)
+    page.goto(f"{stack.url}/#token={ADMIN_TOKEN}")
+    expect(page.locator("body")).to_have_attribute("data-connection", "live", timeout=15_000)
+    expect(page.locator('#fleet-body tr[data-device="sim-00001"]')).to_have_attribute(
+        "data-online", "true"
+    )
+    assert "token" not in page.url  # the token left the address bar
+
+    page.select_option("#console-device", "sim-00001")
+    page.fill("#console-name", "echo")
+    page.fill("#console-args", '{"from": "the browser"}')
+    page.click("#console-send")
+    sent = page.locator("#command-list > li").first
+    expect(sent).to_have_attribute("data-state", "succeeded", timeout=15_000)
+    for hop in ("queued", "sent", "delivered"):
+        expect(sent.locator(f'[data-hop="{hop}"]')).to_have_count(1)
+
+    # The gateway goes away; the page notices and keeps trying.
+    stack.stop()
+    expect(page.locator("body")).to_have_attribute(
+        "data-connection", "reconnecting", timeout=15_000
+    )
+    page.context.set_offline(True)  # hold the page back until something has happened without it
+    stack.start()
+    with stack.api() as api:
+        missed = api.post(
+            "/api/devices/sim-00001/commands", json={"name": "echo", "args": {"n": 2}}
+        ).json()
+        wait_until(lambda: api.get(f"/api/commands/{missed['id']}").json()["state"] == "succeeded")
+    page.context.set_offline(False)
+
+    expect(page.locator("body")).to_have_attribute("data-connection", "live", timeout=30_000)
+    missed_entry = page.locator(
+        f'#event-log li[data-kind="command"] [title="command {missed["id"]}"]'
+    )
+    expect(missed_entry).to_have_count(4, timeout=15_000)  # queued, sent, delivered, succeeded
+    expect(missed_entry.first).to_contain_text("echo → succeeded")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+    assert [
+        e
+        for e in errors
+        if "ERR_INTERNET_DISCONNECTED" not in e
+        and "WebSocket" not in e
+        and "Failed to load resource" not in e
+    ] == []
+    page.close()

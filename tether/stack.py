@@ -1,0 +1,331 @@
+"""``tether up``: the whole local stack under one supervisor.
+
+Mosquitto (own config, own data directory), the gateway with the bridge, and optionally a
+simulated fleet provisioned through the real API. Children get SIGTERM if this process dies
+(Linux parent-death signal); Ctrl-C or SIGTERM stops them in reverse order. Everything lives in
+the data directory, so running it again resumes: commands, broker sessions, credentials.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+
+from mosquitto.config import (
+    BrokerConfigError,
+    BrokerSettings,
+    load_or_create_bridge_credentials,
+    prepare_data_dir,
+)
+from mosquitto.process import MosquittoProcess, die_with_parent, port_in_use
+from tether.fleet import ProvisioningError, numbered_ids, provision_fleet
+
+ADMIN_TOKEN_FILE = "admin-token"
+SIM_CREDENTIALS_FILE = "simulated-devices.json"
+
+
+class StackError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class StackSettings:
+    data_dir: Path
+    mqtt_port: int = 18830
+    mqtt_bind: str = "127.0.0.1"
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    shards: int | None = None
+    simulate: int = 0
+    sim_latency: float = 0.05
+    sim_failure_rate: float = 0.0
+    sim_prefix: str = "sim-"
+    start_timeout: float = 60.0
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def load_or_create_admin_token(data_dir: Path) -> str:
+    """``TETHER_ADMIN_TOKEN`` if set, else a token made once and kept (0600) in the data dir."""
+    from_env = os.environ.get("TETHER_ADMIN_TOKEN")
+    if from_env:
+        return from_env
+    path = data_dir / ADMIN_TOKEN_FILE
+    if path.exists():
+        return path.read_text().strip()
+    token = secrets.token_urlsafe(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(token + "\n")
+    return token
+
+
+class Child:
+    """A supervised subprocess with its output in a log file."""
+
+    def __init__(self, name: str, argv: list[str], log_path: Path, env: dict[str, str]) -> None:
+        self.name = name
+        self.log_path = log_path
+        log: IO[bytes] = log_path.open("ab")
+        try:
+            self.proc = subprocess.Popen(
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                preexec_fn=die_with_parent,
+            )
+        finally:
+            log.close()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+class Stack:
+    def __init__(self, settings: StackSettings) -> None:
+        self.settings = settings
+        self.data_dir = settings.data_dir.resolve()
+        self.logs = self.data_dir / "logs"
+        self.broker: MosquittoProcess | None = None
+        self.children: list[Child] = []
+        self.token = ""
+        self._stop = threading.Event()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.http_host}:{self.settings.http_port}"
+
+    def _step(self, n: int, total: int, text: str) -> float:
+        print(f"[{n}/{total}] {text} ...", end=" ", flush=True)
+        return time.monotonic()
+
+    def _done(self, started: float, detail: str = "") -> None:
+        print(
+            f"ok ({time.monotonic() - started:.1f} s){' ' + detail if detail else ''}", flush=True
+        )
+
+    def up(self) -> None:
+        s = self.settings
+        total = 4 if s.simulate else 3
+        try:
+            prepare_data_dir(self.data_dir)
+        except BrokerConfigError as exc:
+            raise StackError(str(exc)) from None
+        self.logs.mkdir(exist_ok=True)
+        if port_in_use(s.http_port, s.http_host):
+            raise StackError(
+                f"HTTP port {s.http_port} is already in use; choose another with --http-port"
+            )
+        self.token = load_or_create_admin_token(self.data_dir)
+
+        started = self._step(1, total, f"broker on {s.mqtt_bind}:{s.mqtt_port}")
+        broker_dir = self.data_dir / "mosquitto"
+        creds = load_or_create_bridge_credentials(broker_dir)
+        self.broker = MosquittoProcess(
+            BrokerSettings(port=s.mqtt_port, data_dir=broker_dir, bind_address=s.mqtt_bind),
+            creds.username,
+            creds.password,
+            log_path=self.logs / "mosquitto.log",
+            die_with_parent=True,
+        )
+        try:
+            self.broker.start()
+        except BrokerConfigError as exc:
+            print("failed", flush=True)
+            raise StackError(str(exc)) from None
+        self._done(started, f"(pid {self.broker.pid})")
+
+        started = self._step(2, total, f"bridge and gateway on {self.url}")
+        env = {**os.environ, "TETHER_ADMIN_TOKEN": self.token}
+        argv = [
+            sys.executable,
+            "-m",
+            "tether.cli",
+            "gateway",
+            "--data-dir",
+            str(self.data_dir),
+            "--mqtt-port",
+            str(s.mqtt_port),
+            "--http-host",
+            s.http_host,
+            "--http-port",
+            str(s.http_port),
+        ]
+        if s.shards is not None:
+            argv += ["--shards", str(s.shards)]
+        gateway = Child("gateway", argv, self.logs / "gateway.log", env)
+        self.children.append(gateway)
+        self._wait_ready(gateway)
+        self._done(started)
+
+        step = 3
+        if s.simulate:
+            started = self._step(
+                step, total, f"provisioning {s.simulate} simulated devices through the API"
+            )
+            credentials = self._provision_fleet()
+            sim = Child(
+                "simulator",
+                [
+                    sys.executable,
+                    "-m",
+                    "tether.cli",
+                    "simulate",
+                    str(s.simulate),
+                    "--broker",
+                    f"127.0.0.1:{s.mqtt_port}",
+                    "--credentials",
+                    str(credentials),
+                    "--latency",
+                    str(s.sim_latency),
+                    "--failure-rate",
+                    str(s.sim_failure_rate),
+                ],
+                self.logs / "simulator.log",
+                env,
+            )
+            self.children.append(sim)
+            self._done(started)
+            step += 1
+            started = self._step(step, total, "waiting for the fleet to come online")
+            self._wait_online(s.simulate, sim)
+            self._done(started)
+        else:
+            started = self._step(step, total, "checking the stack")
+            self._done(started)
+        self._announce()
+
+    def _wait_ready(self, gateway: Child) -> None:
+        deadline = time.monotonic() + self.settings.start_timeout
+        with httpx.Client(base_url=self.url, timeout=2) as client:
+            while True:
+                if not gateway.alive():
+                    print("failed", flush=True)
+                    raise StackError(
+                        f"the gateway exited while starting; its log:\n{gateway.log_tail()}"
+                    )
+                try:
+                    if client.get("/readyz").status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise StackError(
+                        f"the gateway was not ready in time; its log:\n{gateway.log_tail()}"
+                    )
+                time.sleep(0.1)  # polling readiness of a child process
+
+    def _api(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=30
+        )
+
+    def _provision_fleet(self) -> Path:
+        s = self.settings
+        path = self.data_dir / SIM_CREDENTIALS_FILE
+        with self._api() as api:
+            try:
+                provision_fleet(api, numbered_ids(s.simulate, s.sim_prefix), path)
+            except (ProvisioningError, httpx.HTTPError) as exc:
+                raise StackError(str(exc)) from None
+        return path
+
+    def _wait_online(self, count: int, sim: Child) -> None:
+        deadline = time.monotonic() + self.settings.start_timeout
+        with self._api() as api:
+            while True:
+                online = api.get("/api/fleet").json()["devices"]["online"]
+                if online >= count:
+                    return
+                if not sim.alive():
+                    raise StackError(f"the simulator exited; its log:\n{sim.log_tail()}")
+                if time.monotonic() > deadline:
+                    raise StackError(f"only {online} of {count} devices came online in time")
+                time.sleep(0.2)  # polling the fleet while it connects
+
+    def _announce(self) -> None:
+        s = self.settings
+        example = f"{s.sim_prefix}00001" if s.simulate else "DEVICE"
+        _say("")
+        _say("Tether is up.")
+        _say(f"  dashboard  {self.url}/#token={self.token}")
+        _say(f"  token      {self.token}   (admin; kept in {self.data_dir / ADMIN_TOKEN_FILE})")
+        _say(f"  broker     mqtt://{s.mqtt_bind}:{s.mqtt_port}")
+        _say(f"  logs       {self.logs}")
+        _say(
+            f"  try        TETHER_URL={self.url} TETHER_TOKEN={self.token} "
+            f"tether send {example} echo --args '{{\"hello\": 1}}' --wait"
+        )
+        _say("Ctrl-C stops everything.")
+
+    def wait(self) -> int:
+        """Until a signal (0) or a child dies on its own (1)."""
+        while not self._stop.wait(0.5):
+            for child in self.children:
+                if not child.alive():
+                    _say(
+                        f"tether: {child.name} exited ({child.proc.returncode}); "
+                        f"its log:\n{child.log_tail()}"
+                    )
+                    return 1
+            if self.broker is not None and not self.broker.running:
+                _say(f"tether: the broker exited; its log:\n{self.broker.log_tail()}")
+                return 1
+        return 0
+
+    def request_stop(self, *_: Any) -> None:
+        self._stop.set()
+
+    def down(self) -> None:
+        for child in reversed(self.children):
+            child.stop()
+        self.children.clear()
+        if self.broker is not None:
+            self.broker.stop()
+            self.broker = None
+
+
+def run_up(settings: StackSettings) -> int:
+    stack = Stack(settings)
+    signal.signal(signal.SIGTERM, stack.request_stop)
+    signal.signal(signal.SIGINT, stack.request_stop)
+    try:
+        stack.up()
+        code = stack.wait()
+    except StackError as exc:
+        print(f"\ntether up: {exc}", file=sys.stderr, flush=True)
+        code = 2
+    finally:
+        _say("stopping ...")
+        stack.down()
+        _say("stopped.")
+    return code
