@@ -57,7 +57,8 @@ class Histogram:
         self.n += other.n
 
     def quantile(self, q: float) -> float | None:
-        """The upper bound of the bucket holding the q-quantile (an upper estimate)."""
+        """The upper bound of the bucket holding the q-quantile (an upper estimate), capped at
+        the largest bound (600 s): JSON has no infinity."""
         if self.n == 0:
             return None
         rank = q * self.n
@@ -65,7 +66,7 @@ class Histogram:
         for i, count in enumerate(self.counts):
             seen += count
             if seen >= rank and count:
-                return BOUNDS[i] if i < len(BOUNDS) else float("inf")
+                return BOUNDS[min(i, len(BOUNDS) - 1)]
         return BOUNDS[-1]
 
 

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import json
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from broker_bridge.latency import BOUNDS, LatencyWindow, hops_of
+
+
+def test_quantiles_are_upper_bucket_bounds() -> None:
+    window = LatencyWindow(clock=lambda: 600.0)
+    for ms in [1] * 98 + [300, 900_000]:  # one beyond the last bucket
+        window.record("succeeded", {"end_to_end": ms / 1000})
+    summary = window.summary()
+    hop = summary["latency_ms"]["end_to_end"]  # type: ignore[index]
+    assert (hop["count"], hop["p50"], hop["p99"]) == (100, 1.0, 500.0)
+    json.dumps(summary, allow_nan=False)  # no infinity in what the API sends
+
+
+def test_the_window_forgets_old_minutes_but_the_cumulative_view_does_not() -> None:
+    now = [0.0]
+    window = LatencyWindow(window_minutes=2, clock=lambda: now[0])
+    window.record("sent", {"accepted_to_sent": 0.001})
+    now[0] = 180.0  # three minutes later
+    window.record("sent", {"accepted_to_sent": 0.002})
+    assert window.summary()["latency_ms"]["accepted_to_sent"]["count"] == 1  # type: ignore[index]
+    assert window.cumulative()["accepted_to_sent"].n == 2
+    assert [m["states"] for m in window.summary()["states_per_minute"]] == [{"sent": 1}]  # type: ignore[index]
+
+
+@given(st.lists(st.floats(0, 1000), min_size=1, max_size=50))
+def test_p50_never_exceeds_p99(values: list[float]) -> None:
+    window = LatencyWindow(clock=lambda: 0.0)
+    for v in values:
+        window.record("succeeded", {"end_to_end": v})
+    hop = window.summary()["latency_ms"]["end_to_end"]  # type: ignore[index]
+    assert hop["p50"] <= hop["p99"] <= BOUNDS[-1] * 1000
+
+
+def test_hops_from_a_record() -> None:
+    times = {
+        "queued": "2026-01-01T00:00:00.000000Z",
+        "sent": "2026-01-01T00:00:00.002000Z",
+        "delivered": "2026-01-01T00:00:00.005000Z",
+        "succeeded": "2026-01-01T00:00:00.105000Z",
+    }
+    def rounded(hops: dict[str, float]) -> dict[str, float]:
+        return {k: round(v, 6) for k, v in hops.items()}
+
+    assert rounded(hops_of("sent", times)) == {"accepted_to_sent": 0.002}
+    assert rounded(hops_of("delivered", times)) == {"sent_to_delivered": 0.003}
+    final = hops_of("succeeded", times)
+    assert round(final["delivered_to_final"], 6) == 0.1 and round(final["end_to_end"], 6) == 0.105
+    assert hops_of("cancelled", {"queued": times["queued"], "cancelled": times["sent"]}) == {}
