@@ -134,3 +134,61 @@ def test_console_send_then_gateway_restart_then_catch_up(
         and "Failed to load resource" not in e
     ] == []
     page.close()
+
+
+def test_monitoring_panel_under_load(
+    browser: Browser, broker: BrokerHandle, stack: GatewayProcess, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    from tether.fleet import numbered_ids, provision_fleet
+
+    with stack.api() as api:
+        provision_fleet(api, numbered_ids(20), tmp_path / "fleet.json")
+    with (tmp_path / "sim.log").open("wb") as log:
+        simulator = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tether.cli",
+                "simulate",
+                "20",
+                "--credentials",
+                str(tmp_path / "fleet.json"),
+                "--broker",
+                f"{broker.host}:{broker.port}",
+                "--latency",
+                "0.002",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    page = browser.new_page(viewport={"width": 1280, "height": 1100})
+    errors = console_errors(page)
+    try:
+        page.goto(f"{stack.url}/#token={ADMIN_TOKEN}")
+        expect(page.locator('figure[data-chart="online"] [data-value]')).to_have_text(
+            "20", timeout=30_000
+        )
+        with stack.api() as api:
+            for n in range(300):
+                api.post(
+                    f"/api/devices/sim-{n % 20 + 1:05d}/commands",
+                    json={"name": "echo", "args": {"n": n}},
+                )
+            wait_until(
+                lambda: api.get("/api/fleet").json()["commands_by_state"].get("succeeded") == 300,
+                60,
+            )
+        end_to_end = page.locator('#hop-table tr[data-hop="end_to_end"] td[data-col="count"]')
+        expect(end_to_end).to_have_text("300", timeout=15_000)
+        expect(page.locator('#broker-panel [data-broker-field="connected"]')).to_have_text("yes")
+        expect(page.locator('figure[data-chart="throughput"] path.spark').first).to_be_attached()
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-monitoring.png"), full_page=True)
+        assert errors == []
+    finally:
+        page.close()
+        simulator.terminate()
+        simulator.wait(20)
