@@ -45,6 +45,7 @@ def test_hops_from_a_record() -> None:
         "delivered": "2026-01-01T00:00:00.005000Z",
         "succeeded": "2026-01-01T00:00:00.105000Z",
     }
+
     def rounded(hops: dict[str, float]) -> dict[str, float]:
         return {k: round(v, 6) for k, v in hops.items()}
 
