@@ -15,10 +15,9 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from devices.agent import DeviceAgent
-from devices.config import AgentSettings
-from devices.demo import install
 from mosquitto.process import free_port
 from tests.support.brokers import BrokerHandle
+from tests.support.devices import DemoAgent
 from tests.support.processes import ADMIN_TOKEN, GatewayProcess
 from tests.support.waiting import wait_until
 
@@ -58,22 +57,8 @@ def stack(broker: BrokerHandle, tmp_path: Path) -> Iterator[GatewayProcess]:
 
 @pytest.fixture
 def agent(broker: BrokerHandle, stack: GatewayProcess) -> Iterator[DeviceAgent]:
-    with stack.api() as api:
-        creds = api.post("/api/devices", json={"id": "sim-00001"}).json()
-    device = DeviceAgent(
-        AgentSettings(
-            device_id="sim-00001",
-            host=broker.host,
-            port=broker.port,
-            username=creds["username"],
-            password=creds["password"],
-        )
-    )
-    install(device)
-    device.start()
-    assert device.wait_connected(10)
-    yield device
-    device.stop()
+    with stack.api() as api, DemoAgent(broker, api, "sim-00001") as running:
+        yield running
 
 
 def console_errors(page: Page) -> list[str]:

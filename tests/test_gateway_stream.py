@@ -14,9 +14,8 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from devices.agent import DeviceAgent
-from devices.config import AgentSettings
-from devices.demo import install
 from tests.support.brokers import BrokerHandle
+from tests.support.devices import DemoAgent
 from tests.support.gateways import TOKENS, RunningGateway
 from tests.support.waiting import wait_until
 from ui_gateway.auth import Role
@@ -26,22 +25,8 @@ pytestmark = pytest.mark.broker
 
 @pytest.fixture
 def device(broker: BrokerHandle, gateway: RunningGateway) -> Iterator[DeviceAgent]:
-    with gateway.client(Role.ADMIN) as admin:
-        creds = admin.post("/api/devices", json={"id": "pump-1"}).json()
-    agent = DeviceAgent(
-        AgentSettings(
-            device_id="pump-1",
-            host=broker.host,
-            port=broker.port,
-            username=creds["username"],
-            password=creds["password"],
-        )
-    )
-    install(agent)
-    agent.start()
-    assert agent.wait_connected(10)
-    yield agent
-    agent.stop()
+    with gateway.client(Role.ADMIN) as api, DemoAgent(broker, api, "pump-1") as running:
+        yield running
 
 
 def ws(

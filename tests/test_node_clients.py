@@ -16,10 +16,9 @@ from typing import Any
 import pytest
 
 from devices.agent import DeviceAgent
-from devices.config import AgentSettings
-from devices.demo import install
 from mosquitto.process import free_port
 from tests.support.brokers import BrokerHandle
+from tests.support.devices import DemoAgent
 from tests.support.processes import ADMIN_TOKEN, GatewayProcess
 
 pytestmark = pytest.mark.broker
@@ -50,22 +49,8 @@ def stack(broker: BrokerHandle, tmp_path: Path) -> Iterator[GatewayProcess]:
 
 @pytest.fixture
 def agent(broker: BrokerHandle, stack: GatewayProcess) -> Iterator[DeviceAgent]:
-    with stack.api() as api:
-        creds = api.post("/api/devices", json={"id": "node-dev"}).json()
-    device = DeviceAgent(
-        AgentSettings(
-            device_id="node-dev",
-            host=broker.host,
-            port=broker.port,
-            username=creds["username"],
-            password=creds["password"],
-        )
-    )
-    install(device)
-    device.start()
-    assert device.wait_connected(10)
-    yield device
-    device.stop()
+    with stack.api() as api, DemoAgent(broker, api, "node-dev") as running:
+        yield running
 
 
 class NodeClient:

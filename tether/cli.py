@@ -15,7 +15,7 @@ from mosquitto.config import (
     render_broker_files,
 )
 from mosquitto.process import MosquittoProcess
-from tether.flags import add_broker_flags, broker_settings, env_default
+from tether.flags import add_broker_flags, add_http_address_flags, broker_settings, env_default
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -99,17 +99,7 @@ def register_up(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "up", help="run the whole local stack: broker, bridge, gateway (and --simulate N devices)"
     )
     add_broker_flags(up)
-    up.add_argument(
-        "--http-host",
-        default=env_default("HTTP_HOST", "127.0.0.1"),
-        help="address of the dashboard and API (TETHER_HTTP_HOST, default 127.0.0.1)",
-    )
-    up.add_argument(
-        "--http-port",
-        type=int,
-        default=int(env_default("HTTP_PORT", "8080") or 8080),
-        help="port of the dashboard and API (TETHER_HTTP_PORT, default 8080)",
-    )
+    add_http_address_flags(up)
     up.add_argument(
         "--shards",
         type=int,

@@ -59,3 +59,18 @@ def broker_settings(args: argparse.Namespace) -> BrokerSettings:
         dynsec_plugin=getattr(args, "dynsec_plugin", None),
         user=getattr(args, "broker_user", None),
     )
+
+
+def add_http_address_flags(parser: argparse.ArgumentParser) -> None:
+    """Where the dashboard and API listen: for ``tether gateway`` and ``tether up``."""
+    parser.add_argument(
+        "--http-host",
+        default=env_default("HTTP_HOST", "127.0.0.1"),
+        help="address of the dashboard and API (TETHER_HTTP_HOST, default 127.0.0.1)",
+    )
+    parser.add_argument(
+        "--http-port",
+        type=int,
+        default=int(env_default("HTTP_PORT", "8080") or 8080),
+        help="port of the dashboard and API (TETHER_HTTP_PORT, default 8080)",
+    )

@@ -13,7 +13,7 @@ import httpx
 import uvicorn
 
 from broker_bridge.cli import add_bridge_flags, bridge_settings
-from tether.flags import add_broker_flags, env_default
+from tether.flags import add_broker_flags, add_http_address_flags, env_default
 from tether.protocol import CommandState
 from ui_gateway.auth import TokenTable
 from ui_gateway.server import uvicorn_config
@@ -21,19 +21,8 @@ from ui_gateway.settings import GatewaySettings
 
 
 def add_http_flags(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("http")
-    group.add_argument(
-        "--http-host",
-        default=env_default("HTTP_HOST", "127.0.0.1"),
-        help="address to serve on (TETHER_HTTP_HOST, default 127.0.0.1)",
-    )
-    group.add_argument(
-        "--http-port",
-        type=int,
-        default=int(env_default("HTTP_PORT", "8080") or 8080),
-        help="port to serve on (TETHER_HTTP_PORT, default 8080)",
-    )
-    group.add_argument(
+    add_http_address_flags(parser)
+    parser.add_argument(
         "--tokens-file",
         type=Path,
         default=_path(env_default("TOKENS_FILE")),

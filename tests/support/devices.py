@@ -131,3 +131,31 @@ class Watcher:
 
     def close(self) -> None:
         self.probe.disconnect()
+
+
+class DemoAgent:
+    """A started agent with the demo handlers, for a device provisioned through the API:
+    ``with DemoAgent(broker, api_client, "pump-1") as agent: ...``."""
+
+    def __init__(self, broker: BrokerHandle, api: Any, device_id: str) -> None:
+        from devices.demo import install
+
+        creds = api.post("/api/devices", json={"id": device_id}).json()
+        self.agent = DeviceAgent(
+            AgentSettings(
+                device_id=device_id,
+                host=broker.host,
+                port=broker.port,
+                username=creds["username"],
+                password=creds["password"],
+            )
+        )
+        install(self.agent)
+
+    def __enter__(self) -> DeviceAgent:
+        self.agent.start()
+        assert self.agent.wait_connected(10), "the demo agent did not connect"
+        return self.agent
+
+    def __exit__(self, *exc: object) -> None:
+        self.agent.stop()
