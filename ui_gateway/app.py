@@ -96,6 +96,7 @@ def create_app(
             CursorError: handle_known_errors,
             404: _not_found,
             405: _not_allowed,
+            Exception: _internal_error,
         },
     )
     app.state.gateway = gateway
@@ -111,4 +112,12 @@ async def _not_found(request: Request, exc: Exception) -> Response:
 async def _not_allowed(request: Request, exc: Exception) -> Response:
     return JSONResponse(
         {"error": {"code": "bad_request", "message": f"{request.method} is not allowed here"}}, 405
+    )
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse(
+        {"error": {"code": "internal", "message": "internal error; the server log has details"}},
+        500,
     )
