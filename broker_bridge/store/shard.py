@@ -1,9 +1,9 @@
 """One shard: a SQLite file in WAL mode with one writer thread doing group commit.
 
 Writes are jobs (functions of a :class:`WriteTx`) queued to the shard's writer thread. The writer
-takes every job waiting (up to ``max_batch``), runs each in its own SAVEPOINT, so one failing job
-rolls back alone, and commits the batch in one transaction: one fsync for the whole batch. A job's
-future resolves, and its events are announced, only after that COMMIT returned.
+takes every job waiting (up to ``max_batch``) and commits them in one transaction: one fsync for
+the whole batch. If a job raises, the batch runs again with a SAVEPOINT per job, so that job rolls
+back alone. A job's future resolves, and its events are announced, only after COMMIT returned.
 
 ``synchronous=FULL`` (the default) makes every commit durable before it is acknowledged, against a
 process kill and against power loss; with group commit this costs one fsync per batch, not per row.
@@ -145,38 +145,21 @@ class ShardWriter:
                 return
 
     def _run_batch(self, batch: list[_Job[Any]]) -> None:
-        outcomes: list[tuple[_Job[Any], bool, Any, list[StoredEvent]]] = []
-        conn = self._conn
+        live = [job for job in batch if job.future.set_running_or_notify_cancel()]
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            for job in batch:
-                if not job.future.set_running_or_notify_cancel():
-                    continue
-                tx = WriteTx(conn, self.shard)
-                conn.execute("SAVEPOINT job")
-                try:
-                    value = job.fn(tx)
-                except Exception as exc:
-                    conn.execute("ROLLBACK TO job")
-                    conn.execute("RELEASE job")
-                    outcomes.append((job, False, exc, []))
-                else:
-                    conn.execute("RELEASE job")
-                    outcomes.append((job, True, value, tx.events))
-            conn.execute("COMMIT")
+            try:
+                outcomes = self._transaction(live, isolate=False)
+            except _JobRaised:
+                # Rare: a job refused (queue_full, conflict, ...). Run the batch again with a
+                # savepoint per job, so that job rolls back alone and the others still commit.
+                outcomes = self._transaction(live, isolate=True)
         except sqlite3.Error as exc:
-            # The whole batch failed to commit (disk full, read-only file, I/O error): nothing of
-            # it is stored, so every job fails and no event is announced.
-            log.error("shard %d: commit of %d jobs failed: %s", self.shard, len(batch), exc)
-            if conn.in_transaction:
-                try:
-                    conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    log.exception("shard %d: rollback failed", self.shard)
+            # The batch could not be stored (disk full, read-only file, I/O error): nothing of it
+            # was committed, so every job fails and no event is announced.
+            log.error("shard %d: %d jobs not stored: %s", self.shard, len(live), exc)
             error = StoreUnavailable(self.shard, str(exc))
-            for job in batch:
-                if not job.future.done():
-                    job.future.set_exception(error)
+            for job in live:
+                job.future.set_exception(error)
             return
         self.batches += 1
         self.jobs += len(outcomes)
@@ -191,6 +174,47 @@ class ShardWriter:
                 job.future.set_result(value)
             else:
                 job.future.set_exception(value)
+
+    def _transaction(
+        self, jobs: list[_Job[Any]], *, isolate: bool
+    ) -> list[tuple[_Job[Any], bool, Any, list[StoredEvent]]]:
+        """Run ``jobs`` in one transaction and commit. Without ``isolate`` the first job that
+        raises aborts it all (``_JobRaised``); with it, each job has its own savepoint."""
+        conn = self._conn
+        outcomes: list[tuple[_Job[Any], bool, Any, list[StoredEvent]]] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for job in jobs:
+                tx = WriteTx(conn, self.shard)
+                if isolate:
+                    conn.execute("SAVEPOINT job")
+                try:
+                    value = job.fn(tx)
+                except sqlite3.Error:
+                    raise
+                except Exception as exc:
+                    if not isolate:
+                        raise _JobRaised from exc
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                    outcomes.append((job, False, exc, []))
+                    continue
+                if isolate:
+                    conn.execute("RELEASE job")
+                outcomes.append((job, True, value, tx.events))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    log.exception("shard %d: rollback failed", self.shard)
+            raise
+        return outcomes
+
+
+class _JobRaised(Exception):
+    pass
 
 
 class StoreUnavailable(RuntimeError):
