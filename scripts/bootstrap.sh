@@ -39,3 +39,8 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q -e '.[dev]'
   touch "$stamp"
 fi
+
+if [ ! -d tests/node/node_modules ] && command -v npm >/dev/null 2>&1; then
+  say "installing the npm clients the contract tests use (tests/node)"
+  (cd tests/node && npm ci --no-audit --no-fund --silent)
+fi

@@ -12,63 +12,20 @@ import signal
 import subprocess
 import sys
 import threading
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from broker_bridge.bridge import Bridge
-from devices.agent import DeviceAgent
-from devices.config import AgentSettings
 from tests.support import store_reader
 from tests.support.bridges import BridgeHandle, bridge_settings
 from tests.support.brokers import BrokerHandle, Credentials
-from tests.support.waiting import wait_until
+from tests.support.chaos import Fleet, account, wait_all_terminal
 
 pytestmark = pytest.mark.broker
 
 DEVICES = [f"dev-{i:02d}" for i in range(10)]
-
-
-class Fleet:
-    """Real agents (in this process) whose one handler counts executions per command."""
-
-    def __init__(self, broker: BrokerHandle, creds: list[Credentials], journal_dir: Path) -> None:
-        self.runs: Counter[int] = Counter()
-        self._lock = threading.Lock()
-        self.agents = []
-        for c in creds:
-            agent = DeviceAgent(
-                AgentSettings(
-                    device_id=c.device_id,
-                    host=broker.host,
-                    port=broker.port,
-                    username=c.username,
-                    password=c.password,
-                    journal_path=journal_dir / f"{c.device_id}.journal",
-                    reconnect_base=0.2,
-                    reconnect_cap=1.0,
-                )
-            )
-            agent.command("count")(self._count)
-            self.agents.append(agent)
-
-    def _count(self, args: dict[str, Any]) -> dict[str, Any]:
-        with self._lock:
-            self.runs[int(args["n"])] += 1
-        return {"n": args["n"]}
-
-    def start(self) -> None:
-        for agent in self.agents:
-            agent.start()
-        for agent in self.agents:
-            assert agent.wait_connected(20)
-
-    def stop(self) -> None:
-        for agent in self.agents:
-            agent.stop()
 
 
 @pytest.fixture
@@ -87,29 +44,6 @@ def fleet(broker: BrokerHandle, provisioned: list[Credentials], tmp_path: Path) 
     running.start()
     yield running
     running.stop()
-
-
-def wait_all_terminal(data_dir: Path, timeout: float) -> None:
-    try:
-        wait_until(lambda: store_reader.all_terminal(data_dir), timeout, "every command terminal")
-    except TimeoutError:
-        stuck = [c for c in store_reader.commands(data_dir).values() if c["finished_at"] is None]
-        summary = Counter((c["device_id"], c["state"], c["attempts"]) for c in stuck)
-        raise AssertionError(
-            f"{len(stuck)} commands never ended: {summary.most_common(12)}"
-        ) from None
-
-
-def account(data_dir: Path, fleet: Fleet, accepted: dict[str, int]) -> None:
-    stored = store_reader.commands(data_dir)
-    assert set(accepted) <= set(stored), "an accepted command is missing from the store"
-    states = Counter(c["state"] for c in stored.values())
-    assert states == {"succeeded": len(stored)}, states
-    ran = {int(json.loads(c["args"])["n"]) for c in stored.values()}
-    duplicated = {n: k for n, k in fleet.runs.items() if k > 1}
-    assert duplicated == {}, f"ran more than once: {duplicated}"
-    assert set(fleet.runs) == ran, "a device ran a command the store does not know"
-    assert store_reader.moved_backwards(store_reader.state_histories(data_dir)) == []
 
 
 def test_bridge_killed_mid_burst_loses_nothing(
