@@ -69,7 +69,7 @@ class SimOptions:
     event_every: float = 0.0  # mean seconds between "heartbeat" events, per device; 0: never
     event_buffer: int = 16  # events kept per device while offline (oldest dropped first)
     connect_concurrency: int = 64  # devices between TCP connect and CONNACK at once
-    journal_keep: int = 100
+    journal_keep: int = 2000  # above the bridge's pending limit: any pending id may come twice
     reconnect_base: float = 0.5
     reconnect_cap: float = 30.0
     report_every: float = 5.0  # seconds between stats lines; 0: only milestones

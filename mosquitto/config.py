@@ -20,7 +20,9 @@ from pathlib import Path
 from mosquitto.dynsec import initial_dynsec_config
 
 DEFAULT_MAX_PACKET_SIZE = 128 * 1024  # args ≤ 64 KiB encoded, plus the command envelope
-DEFAULT_MAX_QUEUED_MESSAGES = 2000  # above the bridge's default pending limit of 1000
+# Per client. Devices never get near it (the bridge refuses beyond 1000 pending per device); the
+# bridge's own session may fall far behind under overload, and a full queue drops acks.
+DEFAULT_MAX_QUEUED_MESSAGES = 100_000
 DYNSEC_FILE_NAME = "dynamic-security.json"
 BRIDGE_SECRET_FILE_NAME = "bridge-credentials.json"
 DEFAULT_BRIDGE_USERNAME = "tether-bridge"

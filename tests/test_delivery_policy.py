@@ -206,3 +206,18 @@ def test_a_returning_device_is_asked_again_for_lost_final_acks(h: Harness) -> No
     assert h.get(cid)["state"] == "delivered"  # the execution deadline did not move
     h.sweep(301)
     assert h.get(cid)["state"] == "timed_out"
+
+
+def test_a_delivered_command_is_asked_again_while_online_until_its_deadline(h: Harness) -> None:
+    """A final ack the broker dropped is fetched again: the device re-sends its stored ack."""
+    h.online(True)
+    cid = h.accept(0).record["id"]
+    h.move(cid, S.DELIVERED, 1)
+    assert h.sweep(30) == []  # not yet due: 30 s after delivery
+    assert [d.id for d in h.sweep(31)] == [cid]
+    assert [d.id for d in h.sweep(61)] == [cid]
+    assert h.get(cid)["state"] == "delivered"  # asking never ends it, whatever the attempts
+    h.online(False)
+    assert h.sweep(91) == []  # offline: nobody to ask; only the deadline remains
+    h.sweep(301)
+    assert h.get(cid)["state"] == "timed_out"

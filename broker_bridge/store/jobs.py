@@ -17,7 +17,7 @@ from broker_bridge.errors import Conflict, NotFound, QueueFull, UnknownDevice
 from broker_bridge.policy import DeliveryPolicy
 from broker_bridge.store.records import Record, command_record_json, device_record
 from broker_bridge.store.shard import WriteTx
-from tether.protocol import PENDING_STATES, CommandState, Verdict, decide, format_time
+from tether.protocol import PENDING_STATES, CommandState, Verdict, decide, format_time, parse_time
 
 S = CommandState
 _PENDING = tuple(s.value for s in PENDING_STATES)
@@ -280,8 +280,8 @@ def transition(
         sets["sent_at"] = stamp
     elif target is S.DELIVERED:
         sets["delivered_at"] = stamp
-        timeout = (policy or DeliveryPolicy()).execution_timeout
-        sets["due_at"] = _later(now, timeout)
+        chosen = policy or DeliveryPolicy()
+        sets["due_at"] = _later(now, min(chosen.redelivery_after, chosen.execution_timeout))
     if target.is_terminal:
         sets["finished_at"] = stamp
         sets["due_at"] = None
@@ -444,13 +444,25 @@ def sweep_due(tx: WriteTx, now: datetime, policy: DeliveryPolicy) -> list[Delive
         ):
             transition(tx, row["id"], S.EXPIRED, now, error="expired before delivery")
         elif state is S.DELIVERED:
-            transition(
-                tx,
-                row["id"],
-                S.TIMED_OUT,
-                now,
-                error=f"no final ack within {policy.execution_timeout:g} s of delivery",
-            )
+            deadline = _later(parse_time(row["delivered_at"]), policy.execution_timeout)
+            if deadline <= stamp:
+                transition(
+                    tx,
+                    row["id"],
+                    S.TIMED_OUT,
+                    now,
+                    error=f"no final ack within {policy.execution_timeout:g} s of delivery",
+                )
+                continue
+            # Still running, or its final ack was lost (a broker under overload drops messages
+            # to a slow subscriber): ask again while online. A device that finished it answers
+            # with its stored ack; one still running ignores the repeat.
+            if row["device_online"]:
+                delivery = _attempt(tx, row, now, policy)
+                if delivery is not None:
+                    out.append(delivery)
+            next_look = _min_time(_later(now, policy.redelivery_after), deadline)
+            tx.conn.execute("UPDATE commands SET due_at = ? WHERE seq = ?", (next_look, row["seq"]))
         elif row["device_online"]:
             delivery = _attempt(tx, row, now, policy)
             if delivery is not None:
