@@ -1,0 +1,391 @@
+"""Run every Tether benchmark, one after the other, and print one table.
+
+Each benchmark is its own script (and process) that starts and stops everything it needs; this
+runs them with a time limit each, collects the JSON each prints as its last line, writes all of
+it to ``bench/results/run-<UTC time>.json`` and prints a table of the figures against the targets,
+with Tether's end-to-end figures as ratios of the raw MQTT baseline measured in the same run.
+
+    .venv/bin/python bench/run_all.py [--only e2e,baseline] [--no-profile] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from _common import machine_facts  # noqa: E402
+
+BENCHES: dict[str, list[str]] = {
+    "store": ["store_transitions.py"],
+    "baseline": ["baseline_raw.py"],
+    "e2e": ["e2e_ws.py"],
+    "catchup": ["catchup.py"],
+    "resume": ["resume.py"],
+    "scale": ["scale_10k.py"],
+    "provision": ["provision_rest.py"],
+}
+QUICK = {
+    "store": ["--commands", "5000", "--repeat", "1"],
+    "baseline": ["--devices", "200", "--duration", "3", "--search", "2000", "--bisect", "0"],
+    "e2e": ["--devices", "200", "--duration", "3", "--search", "1500", "--bisect", "0"],
+    "catchup": ["--repeat", "1"],
+    "resume": ["--repeat", "1"],
+    "scale": ["--devices", "2000", "--hold", "10", "--duration", "4"],
+    "provision": ["--devices", "600", "--budget", "20"],
+}
+
+
+def run_one(name: str, extra: list[str], timeout: float) -> dict[str, Any]:
+    argv = [sys.executable, str(HERE / BENCHES[name][0]), *extra]
+    print(f"\n=== {name}: {' '.join(argv[1:])}", file=sys.stderr, flush=True)
+    t0 = time.monotonic()
+    try:
+        proc = subprocess.run(
+            argv, stdout=subprocess.PIPE, text=True, timeout=timeout, cwd=HERE.parent
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s", "seconds": timeout}
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        return {"error": f"exit {proc.returncode}, no JSON", "seconds": time.monotonic() - t0}
+    result: dict[str, Any] = json.loads(lines[-1])
+    result["seconds"] = round(time.monotonic() - t0, 1)
+    result["exit_code"] = proc.returncode
+    return result
+
+
+def _step(res: dict[str, Any], rate: float) -> dict[str, Any] | None:
+    for s in res.get("fixed", []) + res.get("search", []):
+        if s["offered_rate"] == rate:
+            return s
+    return None
+
+
+def _lat(step: dict[str, Any] | None, q: str) -> float | None:
+    return step["latency_from_schedule"].get(q) if step else None
+
+
+def _fmt(v: Any, unit: str = "") -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        v = f"{v:,.2f}" if abs(v) < 100 else f"{v:,.0f}"
+    elif isinstance(v, int):
+        v = f"{v:,}"
+    return f"{v}{unit}"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    if a is None or b in (None, 0):
+        return "-"
+    return f"{a / b:.2f}x"
+
+
+def table(results: dict[str, dict[str, Any]]) -> tuple[list[list[str]], list[list[str]]]:
+    """(figures, targets): rows of strings."""
+    rows: list[list[str]] = []
+    targets: list[list[str]] = []
+    raw = results.get("baseline", {})
+    e2e = results.get("e2e", {})
+    if raw or e2e:
+        for rate in (100, 200, 500, 1000):
+            r, e = _step(raw, rate), _step(e2e, rate)
+            for q in ("p50_ms", "p99_ms"):
+                rows.append(
+                    [
+                        f"latency {q[:3]} at {rate}/s offered",
+                        _fmt(_lat(e, q), " ms"),
+                        _fmt(_lat(r, q), " ms"),
+                        _ratio(_lat(e, q), _lat(r, q)),
+                    ]
+                )
+            if e:
+                rows.append(
+                    [
+                        f"  {rate}/s: lost / refused / dup runs / completed per s",
+                        f"{e['lost']} / {sum(e['errors'].values())} / "
+                        f"{e.get('duplicate_runs', '-')} / {_fmt(e['completion_rate'])}",
+                        f"{r['lost']} / 0 / {r['duplicate_acks']} / {_fmt(r['completion_rate'])}"
+                        if r
+                        else "-",
+                        "",
+                    ]
+                )
+        e_max, r_max = e2e.get("max_sustained_rate"), raw.get("max_sustained_rate")
+        rows.append(
+            [
+                "highest sustained rate (zero loss)",
+                _fmt(e_max, "/s"),
+                _fmt(r_max, "/s"),
+                _ratio(e_max, r_max),
+            ]
+        )
+        e200 = _step(e2e, 200)
+        p50, p99 = _lat(e200, "p50_ms"), _lat(e200, "p99_ms")
+        targets.append(
+            ["e2e p50 at 200/s <= 5 ms", _fmt(p50, " ms"), _met(p50 is not None and p50 <= 5)]
+        )
+        targets.append(
+            ["e2e p99 at 200/s <= 25 ms", _fmt(p99, " ms"), _met(p99 is not None and p99 <= 25)]
+        )
+        targets.append(
+            [
+                "sustained >= 1,000/s with zero loss",
+                _fmt(e_max, "/s"),
+                _met(bool(e_max and e_max >= 1000)),
+            ]
+        )
+        ratio = e_max / r_max if e_max and r_max else None
+        targets.append(
+            [
+                "sustained >= 0.4 x raw baseline",
+                f"{ratio:.2f}x" if ratio else "-",
+                _met(bool(ratio and ratio >= 0.4)),
+            ]
+        )
+        if e2e.get("provision_rest"):
+            p = e2e["provision_rest"]
+            rows.append(
+                [
+                    f"REST provisioning of {p['devices']} devices (8 connections)",
+                    f"{p['seconds']} s ({p['per_second']}/s)",
+                    "",
+                    "",
+                ]
+            )
+    sc = results.get("scale", {})
+    if sc:
+        c = sc.get("connect", {})
+        rss = sc.get("rss_mib", {})
+        rows.append(
+            [
+                f"{_fmt(sc.get('devices'))} devices: time to connect all (simulator / bridge "
+                "sees all online)",
+                f"{c.get('simulator_seconds')} s / "
+                f"{c.get('bridge_all_online_seconds_from_launch')} s",
+                "",
+                "",
+            ]
+        )
+        for when in ("after_connect", "after_load"):
+            v = rss.get(when, {})
+            rows.append(
+                [
+                    f"  RSS {when.replace('_', ' ')}: gateway+bridge / mosquitto / simulator",
+                    f"{v.get('gateway')} / {v.get('mosquitto')} / {v.get('simulator')} MiB",
+                    "",
+                    "",
+                ]
+            )
+        for step in sc.get("load", []):
+            rows.append(
+                [
+                    f"  commands at {step['offered_rate']:.0f}/s over the whole fleet: "
+                    "p50 / p99 / lost",
+                    f"{_fmt(_lat(step, 'p50_ms'))} / "
+                    f"{_fmt(_lat(step, 'p99_ms'))} ms / {step['lost']}",
+                    "",
+                    "",
+                ]
+            )
+        h = sc.get("after_hold", {})
+        rows.append(
+            [
+                f"  still connected after {h.get('seconds')} s (simulator / bridge)",
+                f"{h.get('simulator_connected')} / {h.get('bridge_online')}",
+                "",
+                "",
+            ]
+        )
+        ok = bool(c.get("all_connected")) and h.get("simulator_connected") == sc.get("devices")
+        targets.append(
+            [
+                f"{_fmt(sc.get('devices'))} devices connected",
+                f"{h.get('simulator_connected')}",
+                _met(ok),
+            ]
+        )
+        first = (sc.get("load") or [None])[0]
+        if first:
+            targets.append(
+                [
+                    "  ... commands still flowing (200/s, zero loss)",
+                    f"lost {first['lost']}, p99 {_lat(first, 'p99_ms')} ms",
+                    _met(first["sustained"]),
+                ]
+            )
+    cu = results.get("catchup", {})
+    if cu:
+        rows.append(
+            [
+                f"catch-up of {cu.get('commands')} commands: median s from launch / from connect",
+                f"{cu.get('median_seconds_from_launch')} / {cu.get('median_seconds_from_connect')}",
+                "",
+                "",
+            ]
+        )
+        rows.append(
+            [
+                "  catch-up: lost / commands run twice by the device (all rounds)",
+                f"{cu.get('lost_total')} / {cu.get('duplicate_runs_total')}",
+                "",
+                "",
+            ]
+        )
+        s = cu.get("median_seconds_from_launch")
+        targets.append(
+            [
+                "catch-up of 1,000 commands <= 5 s",
+                _fmt(s, " s"),
+                _met(s is not None and s <= 5 and cu.get("all_rounds_complete", False)),
+            ]
+        )
+        targets.append(
+            [
+                "  ... with nothing lost or run twice",
+                f"lost {cu.get('lost_total')}, run twice {cu.get('duplicate_runs_total')}",
+                _met(cu.get("lost_total") == 0 and cu.get("duplicate_runs_total") == 0),
+            ]
+        )
+    rs = results.get("resume", {})
+    if rs:
+        rows.append(
+            [
+                f"replay of {_fmt(rs.get('back'))} events: WebSocket / SSE",
+                f"{_fmt(rs.get('ws_median_events_per_s'))} / "
+                f"{_fmt(rs.get('sse_median_events_per_s'))} events/s",
+                "",
+                "",
+            ]
+        )
+        v = rs.get("ws_median_events_per_s")
+        targets.append(
+            [
+                "replay >= 20,000 events/s (WebSocket)",
+                _fmt(v, "/s"),
+                _met(bool(v and v >= 20000 and rs.get("ws_all_exact"))),
+            ]
+        )
+    st = results.get("store", {})
+    if st:
+        for level in ("FULL", "NORMAL"):
+            if level in st:
+                m = st[level]["median_run"]
+                rows.append(
+                    [
+                        f"store transitions/s, synchronous={level} (8 shards)",
+                        f"{_fmt(m['transitions_per_s'])} "
+                        f"(runs {st[level]['transitions_per_s_all']})",
+                        "",
+                        "",
+                    ]
+                )
+                rows.append(
+                    [
+                        f"  one lone transition (commit) p50 / p99, {level}",
+                        f"{m['lone_transition_ms']['p50']} / {m['lone_transition_ms']['p99']} ms",
+                        "",
+                        "",
+                    ]
+                )
+        v = st.get("FULL", {}).get("median_run", {}).get("transitions_per_s")
+        targets.append(
+            ["store >= 20,000 transitions/s (FULL)", _fmt(v, "/s"), _met(bool(v and v >= 20000))]
+        )
+    pr = results.get("provision", {})
+    if pr:
+        blocks = ", ".join(f"{b['devices']}: {b['per_second']}/s" for b in pr.get("blocks", []))
+        rows.append(
+            [
+                f"REST provisioning from empty ({pr.get('workers')} connections, time-boxed)",
+                f"{pr.get('provisioned')} devices in {pr.get('seconds')} s; per block: {blocks}",
+                "",
+                "",
+            ]
+        )
+    return rows, targets
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def markdown(rows: list[list[str]], targets: list[list[str]]) -> str:
+    out = ["| figure | Tether | raw MQTT baseline | Tether / raw |", "|---|---|---|---|"]
+    out += ["| " + " | ".join(c.replace("|", "/") for c in r) + " |" for r in rows]
+    out += ["", "| target | measured | verdict |", "|---|---|---|"]
+    out += ["| " + " | ".join(c.replace("|", "/") for c in t) + " |" for t in targets]
+    return "\n".join(out)
+
+
+def contention(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Other processes' CPU during the measured intervals (a shared machine shows up here)."""
+    seen = []
+    for name, res in results.items():
+        for s in res.get("fixed", []) + res.get("search", []):
+            cpu = s.get("cpu_during_send") or s.get("cpu") or {}
+            if "cores" in cpu:
+                seen.append((name, s["offered_rate"], cpu["cores"].get("others")))
+    vals = [v for _, _, v in seen if v is not None]
+    return {
+        "steps": len(vals),
+        "others_cores_max": max(vals) if vals else None,
+        "others_cores_median": sorted(vals)[len(vals) // 2] if vals else None,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", default=",".join(BENCHES))
+    parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="small sizes, to check the scripts")
+    parser.add_argument("--timeout", type=float, default=600.0, help="per benchmark")
+    parser.add_argument("--from-json", type=Path, help="only print the table of an earlier run")
+    args = parser.parse_args()
+    if args.from_json:
+        doc = json.loads(args.from_json.read_text())
+        rows, targets = table(doc["results"])
+        print(markdown(rows, targets))
+        return 0
+    started = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    results: dict[str, dict[str, Any]] = {}
+    for name in args.only.split(","):
+        extra = list(QUICK.get(name, [])) if args.quick else []
+        if not args.no_profile and name in ("e2e", "store"):
+            extra.append("--profile")
+        results[name] = run_one(name, extra, args.timeout)
+        if "error" in results[name]:
+            print(f"{name}: {results[name]['error']}", file=sys.stderr)
+    doc = {
+        "started_utc": started,
+        "machine": machine_facts(),
+        "quick": args.quick,
+        "contention": contention(results),
+        "results": results,
+    }
+    out_dir = HERE / "results"
+    out_dir.mkdir(exist_ok=True)
+    out = out_dir / f"run-{started}{'-quick' if args.quick else ''}.json"
+    out.write_text(json.dumps(doc, indent=1))
+    rows, targets = table(results)
+    m = doc["machine"]
+    print(
+        f"\nTether benchmarks, {m['date_utc']}: {m['nproc']} x {m['cpu_model']}, "
+        f"Python {m['python']}, Mosquitto {m['mosquitto']}, git {m['git']}"
+    )
+    print(f"other processes' CPU during measured steps: {doc['contention']}\n")
+    print(markdown(rows, targets))
+    print(f"\nraw results: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
