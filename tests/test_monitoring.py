@@ -152,3 +152,25 @@ def test_sys_figures_and_latency_histograms_move_under_load(
     assert families["tether_broker_clients_connected"].samples[0].value >= 51  # 50 devices + bridge
     labels = {tuple(sorted(s.labels)) for f in families.values() for s in f.samples}
     assert all("device" not in names for names in labels)  # no per-device series
+
+    from tests.support.gateways import TOKENS
+
+    status = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tether.cli",
+            "status",
+            "--url",
+            gateway.url,
+            "--token",
+            TOKENS[Role.VIEWER],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    assert "broker   connected  mosquitto version 2.0" in status
+    assert "devices  50 total, 50 online, 0 offline" in status
+    assert "end_to_end" in status and "slowest devices" in status
