@@ -7,7 +7,6 @@ credentials the store does not know about, and never appears in the store withou
 from __future__ import annotations
 
 import logging
-import secrets
 import threading
 from datetime import UTC, datetime
 
@@ -18,6 +17,7 @@ from broker_bridge.store.queries import get_device
 from broker_bridge.store.records import Record
 from broker_bridge.store.shard import StoreUnavailable
 from broker_bridge.store.sharded import ShardedStore
+from tether.credentials import new_secret
 from tether.protocol import validate_device_id
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class Provisioner:
             self.store.shard_of(device_id), lambda c: get_device(c, device_id)
         ).result():
             raise Conflict(f"device {device_id!r} already exists")
-        password = secrets.token_urlsafe(24)
+        password = new_secret()
         username = device_id
         with self._lock:
             try:

@@ -12,7 +12,6 @@ import io
 import json
 import logging
 import os
-import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 from devices.errors import ConfigError
 from mosquitto import dynsec
 from mosquitto.config import BRIDGE_SECRET_FILE_NAME
+from tether.credentials import new_secret
 from tether.protocol import DEFAULT_PREFIX, ProtocolError, validate_device_id
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ def provision(
     created = []
     commands: list[dynsec.Command] = []
     for n, device_id in enumerate(device_ids, 1):
-        password = secrets.token_urlsafe(18)
+        password = new_secret()
         if device_id in existing:
             commands.append(
                 {"command": "setClientPassword", "username": device_id, "password": password}

@@ -11,13 +11,13 @@ import glob
 import json
 import os
 import pwd
-import secrets
 import string
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 from mosquitto.dynsec import initial_dynsec_config
+from tether.credentials import new_secret
 
 DEFAULT_MAX_PACKET_SIZE = 128 * 1024  # args ≤ 64 KiB encoded, plus the command envelope
 # Per client. Devices never get near it (the bridge refuses beyond 1000 pending per device); the
@@ -164,7 +164,7 @@ def load_or_create_bridge_credentials(
         stored = json.loads(path.read_text())
         return BridgeCredentials(stored["username"], stored["password"])
     prepare_data_dir(data_dir)
-    creds = BridgeCredentials(username, secrets.token_urlsafe(24))
+    creds = BridgeCredentials(username, new_secret())
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:

@@ -22,6 +22,7 @@ from tests.support import store_reader
 from tests.support.bridges import BridgeHandle, bridge_settings
 from tests.support.brokers import BrokerHandle, Credentials
 from tests.support.chaos import Fleet, account, wait_all_terminal
+from tests.support.processes import pump_lines
 
 pytestmark = pytest.mark.broker
 
@@ -68,7 +69,7 @@ def test_bridge_killed_mid_burst_loses_nothing(
         assert driver.stdout is not None
         out = driver.stdout
         lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=lambda: [lines.put(line) for line in out], daemon=True).start()
+        threading.Thread(target=pump_lines, args=(out, lines), daemon=True).start()
         try:
             while len(accepted) < 200:
                 word, command_id, n = lines.get(timeout=30).split()

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from mosquitto.process import free_port
+from tests.support.processes import pump_lines
 
 pytestmark = pytest.mark.broker
 
@@ -62,7 +63,7 @@ class Up:
         )
         out = self.proc.stdout
         assert out is not None
-        threading.Thread(target=lambda: [self.lines.put(x) for x in out], daemon=True).start()
+        threading.Thread(target=pump_lines, args=(out, self.lines), daemon=True).start()
         self.output: list[str] = []
 
     def wait_for(self, text: str, timeout: float = 90) -> str:

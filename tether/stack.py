@@ -9,7 +9,6 @@ the data directory, so running it again resumes: commands, broker sessions, cred
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from mosquitto.config import (
     prepare_data_dir,
 )
 from mosquitto.process import MosquittoProcess, die_with_parent, port_in_use
+from tether.credentials import new_secret
 from tether.fleet import ProvisioningError, numbered_ids, provision_fleet
 
 ADMIN_TOKEN_FILE = "admin-token"
@@ -65,7 +65,7 @@ def load_or_create_admin_token(data_dir: Path) -> str:
     path = data_dir / ADMIN_TOKEN_FILE
     if path.exists():
         return path.read_text().strip()
-    token = secrets.token_urlsafe(24)
+    token = new_secret()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
         out.write(token + "\n")

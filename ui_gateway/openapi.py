@@ -6,6 +6,8 @@ from typing import Any
 
 from tether import __version__
 from tether.protocol import MAX_ARGS_BYTES, CommandState
+from tether.protocol.payloads import NAME_PATTERN
+from ui_gateway.requests import IDEMPOTENCY_KEY_PATTERN
 
 DEVICE_ID = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"}
 STATES = [s.value for s in CommandState]
@@ -27,7 +29,11 @@ def _ok(description: str, schema: str, status: str = "200") -> dict[str, Any]:
     }
 
 
-COMMON = {"401": _error("missing or unknown token"), "403": _error("the token's role is too low")}
+COMMON = {
+    "400": _error("bad input: a malformed device id, body, header or query"),
+    "401": _error("missing or unknown token"),
+    "403": _error("the token's role is too low"),
+}
 DEVICE_PARAM = {"name": "device_id", "in": "path", "required": True, "schema": DEVICE_ID}
 COMMAND_PARAM = {
     "name": "command_id",
@@ -90,7 +96,7 @@ SCHEMAS: dict[str, Any] = {
         "required": ["name"],
         "additionalProperties": False,
         "properties": {
-            "name": {"type": "string", "minLength": 1, "maxLength": 128},
+            "name": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": NAME_PATTERN},
             "args": {"type": "object", "description": f"at most {MAX_ARGS_BYTES} bytes encoded"},
             "ttl": {"type": "number", "exclusiveMinimum": 0, "maximum": 31622400},
         },
@@ -230,7 +236,7 @@ def openapi_document() -> dict[str, Any]:
                         {
                             "name": "Idempotency-Key",
                             "in": "header",
-                            "schema": {"type": "string", "maxLength": 200},
+                            "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN},
                         }
                     ],
                     "requestBody": {

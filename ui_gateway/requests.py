@@ -5,16 +5,19 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
 
 from tether.protocol import MAX_ARGS_BYTES, ProtocolError
-from tether.protocol.payloads import encode_json, validate_args, validate_command_name
+from tether.protocol.payloads import encode_json, loads_strict, validate_args, validate_command_name
 from ui_gateway.errors import ApiError, bad_request, too_large
 
 MAX_IDEMPOTENCY_KEY = 200
+IDEMPOTENCY_KEY_PATTERN = f"^[\\x20-\\x7e]{{1,{MAX_IDEMPOTENCY_KEY}}}$"
+IDEMPOTENCY_KEY_RE = re.compile(f"[\x20-\x7e]{{1,{MAX_IDEMPOTENCY_KEY}}}")
 
 
 async def read_json_body(request: Request, limit: int) -> Any:
@@ -31,8 +34,8 @@ async def read_json_body(request: Request, limit: int) -> Any:
     if not raw:
         raise bad_request("the body must be a JSON object")
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        return loads_strict(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise bad_request(f"the body is not valid JSON: {exc}") from None
 
 
@@ -63,8 +66,6 @@ def parse_send(body: Any, idempotency_key: str | None) -> SendRequest:
     try:
         name = validate_command_name(body.get("name"), "send")
         args = body.get("args", {})
-        if args is None:
-            args = {}
         if isinstance(args, dict) and len(encode_json(args)) > MAX_ARGS_BYTES:
             raise too_large(f"args are over {MAX_ARGS_BYTES} bytes encoded")
         args = validate_args(args, "send")
@@ -80,11 +81,11 @@ def parse_send(body: Any, idempotency_key: str | None) -> SendRequest:
     ):
         raise ApiError(422, "bad_request", "ttl must be a positive number of seconds (≤ 1 year)")
     if idempotency_key is not None and (
-        not isinstance(idempotency_key, str)
-        or not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY
-        or not idempotency_key.isprintable()
+        not isinstance(idempotency_key, str) or not IDEMPOTENCY_KEY_RE.fullmatch(idempotency_key)
     ):
-        raise bad_request(f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} printable characters")
+        raise bad_request(
+            f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} visible ASCII characters or spaces"
+        )
     return SendRequest(name, args, float(ttl) if ttl is not None else None, idempotency_key)
 
 

@@ -17,7 +17,9 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from broker_bridge.cursor import Cursor, CursorError
+from broker_bridge.event_log import current_cursor
 from tether.protocol import validate_device_id
+from tether.protocol.payloads import loads_strict
 from ui_gateway.auth import Principal, Role
 from ui_gateway.context import Gateway, gateway_of
 from ui_gateway.errors import ApiError, as_api_error, error_body, error_response
@@ -28,7 +30,6 @@ from ui_gateway.stream import Reset, encode_event_message, event_stream
 log = logging.getLogger(__name__)
 
 CLOSE_TOO_SLOW = 1013
-CLOSE_BAD_FRAME = 1003
 
 
 class ClientTooSlow(Exception):
@@ -74,10 +75,17 @@ class Connection:
             self.post(encode_event_message(item))
 
     async def reader(self) -> None:
-        async for text in self.websocket.iter_text():
+        while True:
+            message = await self.websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            text = message.get("text")
+            if text is None:  # a binary frame
+                self.post_error(None, ApiError(400, "bad_request", "frames must be JSON text"))
+                continue
             try:
-                frame = json.loads(text)
-            except ValueError:
+                frame = loads_strict(text)
+            except (ValueError, RecursionError):
                 self.post_error(None, ApiError(400, "bad_request", "frames must be JSON objects"))
                 continue
             if not isinstance(frame, dict):
@@ -150,6 +158,10 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         await websocket.send_denial_response(error_response(error))
         return
     await websocket.accept()
+    if cursor is None:
+        # "From now" means from the moment of connecting, fixed before the first frame is read:
+        # the events of commands this client sends at once must be in its stream.
+        cursor = await current_cursor(gateway.bridge.store)
     connection = Connection(websocket, gateway, principal)
     gateway.count("ws_connections")
     tasks = [

@@ -8,7 +8,6 @@ its engine answers a ping.
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import subprocess
 import time
@@ -19,6 +18,7 @@ from typing import Any, Protocol
 from broker_bridge.dynsec_admin import DynsecAdmin
 from mosquitto.config import BrokerSettings, render_broker_files
 from mosquitto.process import MosquittoProcess, free_port, wait_for_port
+from tether.credentials import new_secret
 
 PREFIX = "tether"
 CONTAINER_IMAGE = "eclipse-mosquitto:2"
@@ -74,7 +74,7 @@ class BrokerHandle:
         created = []
         with self.admin() as admin:
             for device_id in device_ids:
-                password = secrets.token_urlsafe(18)
+                password = new_secret()
                 admin.create_device(device_id, device_id, password)
                 created.append(Credentials(device_id, device_id, password))
         return created
@@ -100,7 +100,7 @@ class LocalBroker:
 
     def __init__(self, data_dir: Path, **overrides: Any) -> None:
         self.admin_username = "tether-bridge"
-        self.admin_password = secrets.token_urlsafe(18)
+        self.admin_password = new_secret()
         self._process = MosquittoProcess(
             BrokerSettings(port=free_port(), data_dir=data_dir, **overrides),
             self.admin_username,
@@ -132,7 +132,7 @@ class DockerBroker:
 
     def __init__(self, data_dir: Path, **overrides: Any) -> None:
         self.admin_username = "tether-bridge"
-        self.admin_password = secrets.token_urlsafe(18)
+        self.admin_password = new_secret()
         self._data_dir = data_dir
         self._settings = BrokerSettings(
             port=1883,

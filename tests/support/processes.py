@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import IO
 
 import httpx
 
 from tests.support.brokers import BrokerHandle
 
 ADMIN_TOKEN = "admin-token-for-process-tests"
+
+
+def pump_lines(out: IO[str], lines: queue.Queue[str]) -> None:
+    """Copy a child's output lines to a queue until it closes (or the test closes it)."""
+    with contextlib.suppress(ValueError, OSError):
+        for line in out:
+            lines.put(line)
 
 
 class GatewayProcess:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import enum
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +50,18 @@ def _reject_constant(token: str) -> None:
     raise ValueError(f"{token} is not valid JSON")
 
 
+def _finite_float(token: str) -> float:
+    value = float(token)
+    if not math.isfinite(value):  # 1e999 parses as infinity, which JSON cannot carry back out
+        raise ValueError(f"number {token[:40]} is out of range")
+    return value
+
+
+def loads_strict(text: str | bytes) -> Any:
+    """``json.loads`` that refuses NaN, Infinity and numbers too large for a float."""
+    return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+
+
 def decode_object(raw: bytes | bytearray | str, what: str) -> JSONObject:
     if isinstance(raw, bytes | bytearray):
         try:
@@ -57,7 +71,7 @@ def decode_object(raw: bytes | bytearray | str, what: str) -> JSONObject:
     else:
         text = raw
     try:
-        obj = json.loads(text, parse_constant=_reject_constant)
+        obj = loads_strict(text)
     except (ValueError, RecursionError) as exc:
         raise ProtocolError(what, f"not valid JSON ({exc})") from None
     if not isinstance(obj, dict):
@@ -80,11 +94,18 @@ def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
     return kind if isinstance(kind, tuple) else (kind,)
 
 
+# No control characters (C0, DEL, C1) and no lone surrogates; the OpenAPI schema states the same.
+NAME_PATTERN = f"^[^\\u0000-\\u001f\\u007f-\\u009f\\ud800-\\udfff]{{1,{MAX_NAME_LENGTH}}}$"
+_NAME_RE = re.compile(f"[^\u0000-\u001f\u007f-\u009f\ud800-\udfff]{{1,{MAX_NAME_LENGTH}}}")
+
+
 def validate_command_name(value: object, what: str = "command") -> str:
     if not isinstance(value, str) or not value:
         raise ProtocolError(what, "must be a non-empty string", "name")
-    if len(value) > MAX_NAME_LENGTH or not value.isprintable():
-        raise ProtocolError(what, f"must be printable and at most {MAX_NAME_LENGTH} long", "name")
+    if not _NAME_RE.fullmatch(value):
+        raise ProtocolError(
+            what, f"must be 1-{MAX_NAME_LENGTH} characters with no control characters", "name"
+        )
     return value
 
 
