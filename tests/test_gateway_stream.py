@@ -113,6 +113,10 @@ def test_websocket_errors_name_the_problem(gateway: RunningGateway) -> None:
             conn.send(frame)
             reply = until(conn, lambda m: m["type"] == "error")[-1]
             assert reply["error"]["code"] == code, frame[:60]
+        conn.send(b"\x00binary")
+        assert until(conn, lambda m: m["type"] == "error")[-1]["error"]["code"] == "bad_request"
+        conn.send(json.dumps({"type": "ping", "ref": "after-binary"}))
+        assert until(conn, lambda m: m["type"] == "pong")[-1]["ref"] == "after-binary"
     with ws(gateway, Role.VIEWER) as viewer:
         viewer.send(json.dumps({"type": "send", "ref": "v", "device": "ghost", "name": "x"}))
         assert until(viewer, lambda m: m["type"] == "error")[-1]["error"]["code"] == "forbidden"

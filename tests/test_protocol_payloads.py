@@ -162,3 +162,21 @@ def test_times_are_utc_and_sortable() -> None:
     assert format_time(a) == "2026-01-01T00:00:00.000000Z"
     with pytest.raises(ProtocolError):
         parse_time("2026-01-01")
+
+
+@pytest.mark.parametrize("number", ["1e999", "-1e999", "NaN", "Infinity"])
+def test_numbers_json_cannot_carry_are_refused(number: str) -> None:
+    head = f'{{"id": "{new_command_id()}", "status": "succeeded", "at": "2026-01-01T00:00:00Z"'
+    raw = f'{head}, "result": {number}}}'
+    with pytest.raises(ProtocolError, match="JSON"):
+        decode_ack(raw.encode())
+
+
+@pytest.mark.parametrize("name", ["a\x00b", "line\nbreak", "\x7f", "\x85", "\ud800", "x" * 129])
+def test_command_names_refuse_control_characters(name: str) -> None:
+    with pytest.raises(ProtocolError):
+        decode_command(good_command(name=name))
+
+
+def test_command_names_may_be_any_other_text() -> None:
+    assert decode_command(good_command(name="réglage ✓ 7")).name == "réglage ✓ 7"
