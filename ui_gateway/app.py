@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
-from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.routing import Match, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from broker_bridge.bridge import Bridge
@@ -110,8 +110,15 @@ async def _not_found(request: Request, exc: Exception) -> Response:
 
 
 async def _not_allowed(request: Request, exc: Exception) -> Response:
+    # A path may be served by several routes (one per method): allow what all of them take.
+    allowed: set[str] = set()
+    for route in request.app.routes:
+        if isinstance(route, Route) and route.matches(request.scope)[0] is Match.PARTIAL:
+            allowed |= route.methods or set()
     return JSONResponse(
-        {"error": {"code": "bad_request", "message": f"{request.method} is not allowed here"}}, 405
+        {"error": {"code": "bad_request", "message": f"{request.method} is not allowed here"}},
+        405,
+        headers={"Allow": ", ".join(sorted(allowed))},
     )
 
 

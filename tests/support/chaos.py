@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import json
 import os
 import queue
@@ -467,10 +468,11 @@ class Lines:
         self._thread.start()
 
     def _pump(self, stream: Any) -> None:
-        for raw in stream:
-            line = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
-            self.queue.put(line.rstrip("\n"))
-            self.tail = [*self.tail[-200:], line.rstrip("\n")]
+        with contextlib.suppress(ValueError, OSError):  # the test closed the stream: done
+            for raw in stream:
+                line = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
+                self.queue.put(line.rstrip("\n"))
+                self.tail = [*self.tail[-200:], line.rstrip("\n")]
 
     def next(self, timeout: float) -> str:
         return self.queue.get(timeout=timeout)
@@ -480,10 +482,10 @@ def bridge_cli(broker: BrokerHandle, data_dir: Path, *extra: str) -> list[str]:
     """``tether bridge`` over the store in ``data_dir / "store"``."""
     return [
         sys.executable, "-m", "tether.cli", "bridge",
-        "--data-dir", str(data_dir),
-        "--mqtt-port", str(broker.port),
-        "--mqtt-username", broker.admin_username,
-        "--mqtt-password", broker.admin_password,
+        f"--data-dir={data_dir}",
+        f"--mqtt-port={broker.port}",
+        f"--mqtt-username={broker.admin_username}",
+        f"--mqtt-password={broker.admin_password}",  # "=": a secret may start with "-"
         *extra,
     ]  # fmt: skip
 
@@ -539,12 +541,12 @@ class PipedGateway(GatewayProcess):
     def start(self, timeout: float = 30) -> None:
         argv = [
             sys.executable, "-m", "tether.cli", "gateway",
-            "--data-dir", str(self.data_dir),
-            "--mqtt-port", str(self.broker.port),
-            "--mqtt-username", self.broker.admin_username,
-            "--mqtt-password", self.broker.admin_password,
-            "--http-port", str(self.http_port),
-            "--shards", "4",
+            f"--data-dir={self.data_dir}",
+            f"--mqtt-port={self.broker.port}",
+            f"--mqtt-username={self.broker.admin_username}",
+            f"--mqtt-password={self.broker.admin_password}",  # "=": a secret may start with "-"
+            f"--http-port={self.http_port}",
+            "--shards=4",
         ]  # fmt: skip
         from tests.support.processes import ADMIN_TOKEN
 

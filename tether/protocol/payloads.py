@@ -94,8 +94,9 @@ def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
     return kind if isinstance(kind, tuple) else (kind,)
 
 
-# No control characters (C0, DEL, C1) and no lone surrogates; the OpenAPI schema states the same.
-NAME_PATTERN = f"^[^\\u0000-\\u001f\\u007f-\\u009f\\ud800-\\udfff]{{1,{MAX_NAME_LENGTH}}}$"
+# No control characters (C0, DEL, C1), and no lone surrogates (which cannot be encoded as UTF-8).
+# The OpenAPI schema states the first rule; a surrogate range is not valid in ECMA regexes.
+NAME_PATTERN = f"^[^\\u0000-\\u001f\\u007f-\\u009f]{{1,{MAX_NAME_LENGTH}}}$"
 _NAME_RE = re.compile(f"[^\u0000-\u001f\u007f-\u009f\ud800-\udfff]{{1,{MAX_NAME_LENGTH}}}")
 
 
