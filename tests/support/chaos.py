@@ -30,7 +30,6 @@ before it "works" for ``ms`` milliseconds: the marker counts real runs across SI
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import json
 import os
@@ -240,14 +239,6 @@ def check(outcome: Outcome) -> None:
     """Record the row, then fail unless nothing was lost, duplicated or unexpected."""
     record(outcome)
     assert outcome.clean, outcome.details()
-
-
-@atexit.register
-def _print_summary_at_exit() -> None:
-    out = sys.__stdout__
-    if _ROWS and out is not None:
-        out.write(f"\nchaos summary ({SUMMARY}):\n{summary_table()}")
-        out.flush()
 
 
 # --- agents that count their runs (moved here from test_bridge_crash.py) -------------------
