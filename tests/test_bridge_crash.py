@@ -21,7 +21,7 @@ from broker_bridge.bridge import Bridge
 from tests.support import store_reader
 from tests.support.bridges import BridgeHandle, bridge_settings
 from tests.support.brokers import BrokerHandle, Credentials
-from tests.support.chaos import Fleet, account, wait_all_terminal
+from tests.support.chaos import Fleet, account, bridge_cli, wait_all_terminal
 from tests.support.processes import pump_lines
 
 pytestmark = pytest.mark.broker
@@ -82,20 +82,7 @@ def test_bridge_killed_mid_burst_loses_nothing(
 
     log = (tmp_path / "bridge.log").open("w")
     restarted = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tether.cli",
-            "bridge",
-            "--data-dir",
-            str(tmp_path),
-            "--mqtt-port",
-            str(broker.port),
-            "--mqtt-username",
-            broker.admin_username,
-            "--mqtt-password",
-            broker.admin_password,
-        ],
+        bridge_cli(broker, tmp_path),
         stdout=subprocess.DEVNULL,
         stderr=log,
     )
