@@ -18,6 +18,7 @@ from broker_bridge.policy import DeliveryPolicy
 from broker_bridge.store.records import Record, command_record_json, device_record
 from broker_bridge.store.shard import WriteTx
 from tether.protocol import PENDING_STATES, CommandState, Verdict, decide, format_time, parse_time
+from tether.protocol.states import ALLOWED_SOURCES
 
 S = CommandState
 _PENDING = tuple(s.value for s in PENDING_STATES)
@@ -265,15 +266,11 @@ def transition(
     error: str | None = None,
     policy: DeliveryPolicy | None = None,
 ) -> Transition:
-    """Move a command to ``target`` if that is a forward move; else change nothing."""
-    found = _command_row(tx.conn, command_id)
-    if found is None:
-        return Transition(None, reason="unknown command")
-    if device_id is not None and found["device_id"] != device_id:
-        return Transition(None, reason="command belongs to another device")
-    decision = decide(CommandState(found["state"]), target)
-    if not decision.applies:
-        return Transition(decision.verdict, command_record_json(found))
+    """Move a command to ``target`` if that is a forward move; else change nothing.
+
+    The hot path is one conditional ``UPDATE … RETURNING``: it applies exactly when the command
+    is in one of ``ALLOWED_SOURCES[target]`` (what :func:`decide` calls APPLY). Only when it
+    matches nothing is the row read, to tell why."""
     stamp = format_time(now)
     sets: dict[str, Any] = {"state": target.value}
     if target is S.SENT:
@@ -289,16 +286,48 @@ def transition(
             sets["result"] = _json(result)
         if error is not None:
             sets["error"] = error
-        tx.conn.execute(
-            "UPDATE devices SET pending = pending - 1 WHERE id = ?", (found["device_id"],)
-        )
+    sources, sources_sql = _SOURCES[target]
+    where = f"id = ? AND state IN ({sources_sql})"
+    params: tuple[Any, ...] = (*sets.values(), command_id, *sources)
+    if device_id is not None:
+        where += " AND device_id = ?"
+        params += (device_id,)
     assignments = ", ".join(f"{column} = ?" for column in sets)
-    tx.conn.execute(
-        f"UPDATE commands SET {assignments} WHERE seq = ?", (*sets.values(), found["seq"])
-    )
-    record_json = command_record_json(dict(found) | sets)
-    tx.emit("command", found["device_id"], record_json)
+    rows = tx.conn.execute(
+        f"UPDATE commands SET {assignments} WHERE {where} RETURNING *", params
+    ).fetchall()
+    if not rows:
+        return _not_applied(tx, command_id, target, device_id)
+    row = rows[0]
+    if target.is_terminal:
+        tx.conn.execute(
+            "UPDATE devices SET pending = pending - 1 WHERE id = ?", (row["device_id"],)
+        )
+    record_json = command_record_json(row)
+    tx.emit("command", row["device_id"], record_json, at=stamp)
     return Transition(Verdict.APPLY, record_json)
+
+
+def _not_applied(
+    tx: WriteTx, command_id: str, target: CommandState, device_id: str | None
+) -> Transition:
+    found = _command_row(tx.conn, command_id)
+    if found is None:
+        return Transition(None, reason="unknown command")
+    if device_id is not None and found["device_id"] != device_id:
+        return Transition(None, reason="command belongs to another device")
+    decision = decide(CommandState(found["state"]), target)
+    assert not decision.applies, "the conditional UPDATE and decide() disagree"
+    return Transition(decision.verdict, command_record_json(found))
+
+
+_SOURCES: dict[CommandState, tuple[tuple[str, ...], str]] = {
+    target: (
+        tuple(sorted(s.value for s in sources)),
+        ",".join("?" * len(sources)) or "NULL",  # no source: IN (NULL) matches nothing
+    )
+    for target, sources in ALLOWED_SOURCES.items()
+}
 
 
 def cancel_command(tx: WriteTx, command_id: str, now: datetime) -> Record:

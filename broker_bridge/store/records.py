@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from tether.protocol import CommandState
@@ -12,7 +12,12 @@ from tether.protocol import CommandState
 Record = dict[str, Any]
 
 
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+def _dumps(value: str | None) -> str:
+    """A JSON string (or null): the C string encoder alone, without the encoder's dispatch."""
+    return "null" if value is None else _encode_string(value)
+
+
+_encode_string: Callable[[str], str] = json.encoder.encode_basestring
 
 
 def command_record_json(row: Mapping[str, Any] | sqlite3.Row) -> str:

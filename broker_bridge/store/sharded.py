@@ -12,7 +12,13 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from broker_bridge.sharding import HASH_NAME, shard_for
-from broker_bridge.store.shard import ShardReader, ShardWriter, StoredEvent, WriteTx
+from broker_bridge.store.shard import (
+    ShardReader,
+    ShardWriter,
+    StoredEvent,
+    WriterLoop,
+    WriteTx,
+)
 
 T = TypeVar("T")
 MANIFEST = "store.json"
@@ -62,7 +68,9 @@ class ShardedStore:
         *,
         synchronous: str = "FULL",
         on_commit: Callable[[list[StoredEvent]], None] | None = None,
+        writer_threads: int = 1,
     ) -> None:
+        """``writer_threads``: threads committing for the shards (see :class:`WriterLoop`)."""
         manifest = read_manifest(data_dir)
         if manifest is None:
             count = shard_count or DEFAULT_SHARDS
@@ -84,8 +92,17 @@ class ShardedStore:
         self._listeners: list[Callable[[list[StoredEvent]], None]] = []
         if on_commit is not None:
             self._listeners.append(on_commit)
+        if writer_threads < 1:
+            raise ValueError("writer_threads must be at least 1")
+        self._loops = [WriterLoop(f"store-writer-{i}") for i in range(min(writer_threads, count))]
         self.writers = [
-            ShardWriter(self.shard_path(i), i, synchronous=synchronous, on_commit=self._announce)
+            ShardWriter(
+                self.shard_path(i),
+                i,
+                synchronous=synchronous,
+                on_commit=self._announce,
+                loop=self._loops[i % len(self._loops)],
+            )
             for i in range(count)
         ]
         self.readers = [ShardReader(self.shard_path(i)) for i in range(count)]
@@ -145,6 +162,8 @@ class ShardedStore:
         return results
 
     def close(self) -> None:
+        for loop in self._loops:
+            loop.close()
         for writer in self.writers:
             writer.close()
         self._read_pool.shutdown(wait=True)

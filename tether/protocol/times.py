@@ -9,6 +9,8 @@ from tether.protocol.errors import ProtocolError
 
 def format_time(moment: datetime) -> str:
     """``2026-11-27T03:52:24.123456Z``: UTC, microseconds, so the strings sort as times."""
+    if moment.tzinfo is UTC:  # the common case, without the conversion
+        return moment.isoformat(timespec="microseconds")[:-6] + "Z"
     if moment.tzinfo is None:
         raise ValueError("naive datetime: pass an aware one (UTC)")
     # isoformat, not strftime: it is faster and zero-pads years below 1000 on every libc.
