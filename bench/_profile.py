@@ -8,6 +8,7 @@ returns the top functions by self and inclusive samples and the busiest threads.
 from __future__ import annotations
 
 import collections
+import os
 import re
 import shutil
 import subprocess
@@ -156,7 +157,10 @@ class Profile:
         except OSError:
             raw = ""
         finally:
-            self.out.unlink(missing_ok=True)
+            if not os.environ.get("BENCH_KEEP_PROFILES"):  # set it to read whole stacks later
+                self.out.unlink(missing_ok=True)
+        if os.environ.get("BENCH_KEEP_PROFILES"):
+            print(f"py-spy stacks kept in {self.out}", file=sys.stderr)
         if not raw:
             return {"error": f"py-spy produced nothing: {err.decode(errors='replace')[-300:]}"}
         if self.native:

@@ -47,6 +47,29 @@ class Cursor:
         return cls(tuple(int(part, 36) for part in parts))
 
 
+class MovingCursor:
+    """A cursor a live stream advances one event at a time: only the moved shard's part is
+    encoded again (a stream encodes one cursor per event it sends)."""
+
+    def __init__(self, start: Cursor) -> None:
+        self._positions = list(start.positions)
+        self._parts = [_base36(p) for p in self._positions]
+
+    def covers(self, shard: int, seq: int) -> bool:
+        return seq <= self._positions[shard]
+
+    def advance(self, shard: int, seq: int) -> str:
+        """Move to ``seq`` in ``shard`` (never backwards) and return the new cursor's text."""
+        if seq > self._positions[shard]:
+            self._positions[shard] = seq
+            self._parts[shard] = _base36(seq)
+        return _PREFIX + "-".join(self._parts)
+
+    @property
+    def cursor(self) -> Cursor:
+        return Cursor(tuple(self._positions))
+
+
 def _base36(value: int) -> str:
     digits = "0123456789abcdefghijklmnopqrstuvwxyz"
     if value == 0:

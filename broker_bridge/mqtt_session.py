@@ -22,6 +22,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from tether.netutil import set_tcp_nodelay
+from tether.paho_tuning import share_property_tables
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ class MqttSession:
         self._lock = threading.Lock()
         self._publishes: dict[int, Future[None]] = {}
         self._early_acks: dict[int, ReasonCode] = {}
+        share_property_tables()
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=settings.client_id,

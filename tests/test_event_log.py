@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker_bridge.cursor import Cursor, CursorError
+from broker_bridge.cursor import Cursor, CursorError, MovingCursor
 from broker_bridge.event_log import current_cursor, read_after
 from broker_bridge.store import jobs
 from broker_bridge.store.sharded import ShardedStore
@@ -19,6 +19,23 @@ from broker_bridge.store.sharded import ShardedStore
 def test_cursor_round_trip(positions: list[int]) -> None:
     cursor = Cursor(tuple(positions))
     assert Cursor.decode(cursor.encode(), len(positions)) == cursor
+
+
+@given(
+    st.lists(st.integers(0, 10**9), min_size=1, max_size=8),
+    st.lists(st.tuples(st.integers(0, 7), st.integers(0, 10**9)), max_size=30),
+)
+def test_a_moving_cursor_encodes_as_the_cursor_it_stands_for(
+    start: list[int], moves: list[tuple[int, int]]
+) -> None:
+    expected = Cursor(tuple(start))
+    moving = MovingCursor(expected)
+    for shard, seq in moves:
+        shard %= len(start)
+        assert moving.covers(shard, seq) == (seq <= expected.positions[shard])
+        expected = expected.advanced(shard, seq)
+        assert moving.advance(shard, seq) == expected.encode()
+    assert moving.cursor == expected
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
-from broker_bridge.cursor import Cursor
+from broker_bridge.cursor import Cursor, MovingCursor
 from broker_bridge.event_log import current_cursor, read_after
 from broker_bridge.store.shard import StoredEvent
 from broker_bridge.store.sharded import ShardedStore
@@ -55,12 +55,12 @@ async def event_stream(
                 if not replay.more:
                     break
         assert subscription is not None
+        live = MovingCursor(position)
         while True:
             event = await subscription.get()
-            if event.seq <= position.positions[event.shard]:
+            if live.covers(event.shard, event.seq):
                 continue
-            position = position.advanced(event.shard, event.seq)
-            yield Positioned(position.encode(), event)
+            yield Positioned(live.advance(event.shard, event.seq), event)
     finally:
         if subscription is not None:
             hub.unsubscribe(subscription)
