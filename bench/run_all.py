@@ -276,12 +276,17 @@ def table(results: dict[str, dict[str, Any]]) -> tuple[list[list[str]], list[lis
         )
     st = results.get("store", {})
     if st:
-        for level in ("FULL", "NORMAL"):
+        labels = {
+            "FULL": "FULL, writer thread",
+            "NORMAL": "NORMAL, writer thread",
+            "FULL_inline": "FULL, inline (the bridge's I/O thread)",
+        }
+        for level, label in labels.items():
             if level in st:
                 m = st[level]["median_run"]
                 rows.append(
                     [
-                        f"store transitions/s, synchronous={level} (8 shards)",
+                        f"store transitions/s, {label} (8 shards)",
                         f"{_fmt(m['transitions_per_s'])} "
                         f"(runs {st[level]['transitions_per_s_all']})",
                         "",
@@ -290,15 +295,20 @@ def table(results: dict[str, dict[str, Any]]) -> tuple[list[list[str]], list[lis
                 )
                 rows.append(
                     [
-                        f"  one lone transition (commit) p50 / p99, {level}",
+                        f"  one lone transition (commit) p50 / p99, {label}",
                         f"{m['lone_transition_ms']['p50']} / {m['lone_transition_ms']['p99']} ms",
                         "",
                         "",
                     ]
                 )
-        v = st.get("FULL", {}).get("median_run", {}).get("transitions_per_s")
+        v = st.get("FULL_inline", {}).get("median_run", {}).get("transitions_per_s")
+        w = st.get("FULL", {}).get("median_run", {}).get("transitions_per_s")
         targets.append(
-            ["store >= 20,000 transitions/s (FULL)", _fmt(v, "/s"), _met(bool(v and v >= 20000))]
+            [
+                "store >= 20,000 transitions/s (FULL; inline / writer thread)",
+                f"{_fmt(v, '/s')} / {_fmt(w, '/s')}",
+                _met(bool(v and v >= 20000)),
+            ]
         )
     pr = results.get("provision", {})
     if pr:

@@ -39,16 +39,23 @@ from tether.protocol import CommandState, new_command_id
 S = CommandState
 
 
-def bounded(submit_all: Any, window: int) -> float:
+def settle(future: Future[Any], drain: Any = None) -> Any:
+    """The job's result; inline, this thread commits until it is there."""
+    while drain is not None and not future.done():
+        drain()
+    return future.result()
+
+
+def bounded(submit_all: Any, window: int, drain: Any = None) -> float:
     """Submit jobs from an iterator of thunks, keeping ``window`` futures outstanding."""
     t0 = time.perf_counter()
     outstanding: deque[Future[Any]] = deque()
     for thunk in submit_all:
         outstanding.append(thunk())
         if len(outstanding) >= window:
-            outstanding.popleft().result()
+            settle(outstanding.popleft(), drain)
     while outstanding:
-        outstanding.popleft().result()
+        settle(outstanding.popleft(), drain)
     return time.perf_counter() - t0
 
 
@@ -60,14 +67,24 @@ def run(
     shards: int,
     profile: bool = False,
     native: bool = False,
+    inline: bool = False,
 ) -> dict[str, Any]:
+    """``inline``: the submitting thread commits too, as the bridge's I/O thread does for the
+    acks it receives; otherwise the store's own writer thread commits (as for commands sent
+    from the gateway's event loop)."""
     with tempfile.TemporaryDirectory(prefix="tether-bench-store-") as tmp:
-        store = ShardedStore(Path(tmp) / "store", shards, synchronous=level)
+        store = ShardedStore(
+            Path(tmp) / "store",
+            shards,
+            synchronous=level,
+            wake=(lambda: None) if inline else None,
+        )
+        drain = store.drain_writes if inline else None
         policy = DeliveryPolicy()
         now = dt.datetime.now(dt.UTC)
         ids = [f"dev-{i:05d}" for i in range(devices)]
         for f in [store.write(d, lambda tx, d=d: jobs.create_device(tx, d, d, now)) for d in ids]:
-            f.result()
+            settle(f, drain)
         cmds = [(new_command_id(), ids[i % devices]) for i in range(commands)]
 
         def accepts() -> Any:
@@ -77,7 +94,7 @@ def run(
                     dev, lambda tx: jobs.accept_command(tx, new, dt.datetime.now(dt.UTC), policy)
                 )
 
-        accept_s = bounded(accepts(), window)
+        accept_s = bounded(accepts(), window, drain)
         batches0 = sum(w.batches for w in store.writers)
         jobs0 = sum(w.jobs for w in store.writers)
 
@@ -102,7 +119,7 @@ def run(
         native_profiler = Profile(os.getpid(), 3, rate=100, native=True) if native else None
         meter = CpuMeter({"this_process": os.getpid()})
         meter.start()
-        trans_s = bounded(transitions(), window)
+        trans_s = bounded(transitions(), window, drain)
         cpu = meter.stop()
         batches = sum(w.batches for w in store.writers) - batches0
         njobs = sum(w.jobs for w in store.writers) - jobs0
@@ -110,17 +127,24 @@ def run(
         lone_ids = [(new_command_id(), ids[i % devices]) for i in range(200)]
         for cid, dev in lone_ids:
             new = jobs.NewCommand(cid, dev, "echo", {})
-            store.write(dev, lambda tx, new=new: jobs.accept_command(tx, new, now, policy)).result()
+            settle(
+                store.write(dev, lambda tx, new=new: jobs.accept_command(tx, new, now, policy)),
+                drain,
+            )
         lone = []
         for cid, dev in lone_ids:
             t0 = time.perf_counter()
-            store.write(
-                dev, lambda tx, cid=cid, dev=dev: jobs.transition(tx, cid, S.SENT, now)
-            ).result()
+            settle(
+                store.write(
+                    dev, lambda tx, cid=cid, dev=dev: jobs.transition(tx, cid, S.SENT, now)
+                ),
+                drain,
+            )
             lone.append(time.perf_counter() - t0)
         store.close()
     n = commands * 3
     return {
+        "committed_by": "the submitting thread (inline)" if inline else "the store's writer thread",
         "synchronous": level,
         "shards": shards,
         "devices": devices,
@@ -153,18 +177,19 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true", help="one more FULL run under py-spy")
     args = parser.parse_args()
     result: dict[str, Any] = {"bench": "store_transitions", "machine": machine_facts()}
-    for level in args.levels.split(","):
+    modes = [(level, False) for level in args.levels.split(",")] + [("FULL", True)]
+    for level, inline in modes:
         runs = []
         for _ in range(args.repeat):
-            r = run(level, args.devices, args.commands, args.window, args.shards)
+            r = run(level, args.devices, args.commands, args.window, args.shards, inline=inline)
             log(
-                f"{level}: {r['transitions_per_s']} transitions/s, {r['accepts_per_s']} accepts/s, "
-                f"batch {r['mean_batch_jobs']}, lone {r['lone_transition_ms']}, "
-                f"cores {r['cpu_during_transitions']['cores']}"
+                f"{level}{' inline' if inline else ''}: {r['transitions_per_s']} transitions/s, "
+                f"{r['accepts_per_s']} accepts/s, batch {r['mean_batch_jobs']}, "
+                f"lone {r['lone_transition_ms']}, cores {r['cpu_during_transitions']['cores']}"
             )
             runs.append(r)
         runs.sort(key=lambda r: r["transitions_per_s"])
-        result[level] = {
+        result[f"{level}_inline" if inline else level] = {
             "median_run": runs[len(runs) // 2],
             "transitions_per_s_all": [r["transitions_per_s"] for r in runs],
         }

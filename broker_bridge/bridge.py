@@ -75,14 +75,12 @@ class Bridge:
         self.settings = settings
         self.topics = Topics(settings.prefix)
         self.policy = settings.policy
-        self.store = ShardedStore(
-            settings.data_dir, settings.shards, synchronous=settings.synchronous
-        )
         self.stats: Counter[str] = Counter()
         self.latency = LatencyWindow()
         self.broker_figures = BrokerFigures()
-        self.store.add_listener(self._observe)
         self._stats_lock = threading.Lock()
+        # One thread receives, commits and acknowledges: the session's I/O thread runs the
+        # store's commits between network reads (see broker_bridge.mqtt_session).
         self.session = MqttSession(
             settings.mqtt,
             [
@@ -91,7 +89,15 @@ class Bridge:
             ],
             self._on_message,
             self._on_connected,
+            work=lambda: self.store.drain_writes(),
         )
+        self.store = ShardedStore(
+            settings.data_dir,
+            settings.shards,
+            synchronous=settings.synchronous,
+            wake=self.session.wake,
+        )
+        self.store.add_listener(self._observe)
         self.provisioner = Provisioner(
             self.store,
             settings.mqtt.host,
@@ -161,7 +167,8 @@ class Bridge:
         return accepted
 
     def _publish_accepted(self, accepted: Future[jobs.Accepted]) -> None:
-        if accepted.exception() is None:
+        # Cancelled: the sender left before the store took it up, so it was never stored.
+        if not accepted.cancelled() and accepted.exception() is None:
             delivery = accepted.result().delivery
             if delivery is not None:
                 self._publish(delivery)
@@ -178,6 +185,8 @@ class Bridge:
         )
 
         def done(f: Future[Record]) -> None:
+            if result.cancelled():  # the caller left; the cancel itself may have happened
+                return
             error = f.exception()
             if isinstance(error, NotFound) and shard + 1 < self.store.shard_count:
                 self._cancel_in_shard(command_id, shard + 1, result)

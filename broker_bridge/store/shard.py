@@ -105,19 +105,48 @@ _STOP = object()
 
 
 class WriterLoop:
-    """One thread that commits for any number of shards, each shard's waiting jobs together."""
+    """Commits for any number of shards, each shard's waiting jobs together: on a thread of
+    its own, or, given ``wake``, on the thread of whoever calls :meth:`drain` (the bridge's
+    I/O thread, which then receives, commits and acknowledges without handing work across)."""
 
-    def __init__(self, name: str = "store-writer", max_batch: int = 1024) -> None:
+    def __init__(
+        self,
+        name: str = "store-writer",
+        max_batch: int = 1024,
+        *,
+        wake: Callable[[], None] | None = None,
+    ) -> None:
         self.max_batch = max_batch
         self._queue: queue.SimpleQueue[tuple[ShardWriter, _Job[Any]] | object] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
+        self._wake = wake
+        self._thread: threading.Thread | None = None
+        if wake is None:
+            self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+            self._thread.start()
 
     def submit(self, writer: ShardWriter, job: _Job[Any]) -> None:
         self._queue.put((writer, job))
+        if self._wake is not None:
+            self._wake()
+
+    def drain(self) -> bool:
+        """Commit what is queued now, without waiting; False if nothing was."""
+        items: list[tuple[ShardWriter, _Job[Any]]] = []
+        while len(items) < self.max_batch:
+            try:
+                items.append(self._queue.get_nowait())  # type: ignore[arg-type]
+            except queue.Empty:
+                break
+        if items:
+            self._commit(items)
+        return bool(items)
 
     def close(self, timeout: float = 30.0) -> None:
         """Commit what is queued, then stop."""
+        if self._thread is None:
+            while self.drain():
+                pass
+            return
         self._queue.put(_STOP)
         self._thread.join(timeout)
 
@@ -137,13 +166,17 @@ class WriterLoop:
                     stop_after = True
                     break
                 items.append(item)  # type: ignore[arg-type]
-            by_shard: dict[ShardWriter, list[_Job[Any]]] = {}  # first-come shard order
-            for writer, job in items:
-                by_shard.setdefault(writer, []).append(job)
-            for writer, batch in by_shard.items():
-                writer._run_batch(batch)
+            self._commit(items)
             if stop_after:
                 return
+
+    @staticmethod
+    def _commit(items: list[tuple[ShardWriter, _Job[Any]]]) -> None:
+        by_shard: dict[ShardWriter, list[_Job[Any]]] = {}  # first-come shard order
+        for writer, job in items:
+            by_shard.setdefault(writer, []).append(job)
+        for writer, batch in by_shard.items():
+            writer._run_batch(batch)
 
 
 class ShardWriter:

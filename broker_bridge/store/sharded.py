@@ -69,8 +69,11 @@ class ShardedStore:
         synchronous: str = "FULL",
         on_commit: Callable[[list[StoredEvent]], None] | None = None,
         writer_threads: int = 1,
+        wake: Callable[[], None] | None = None,
     ) -> None:
-        """``writer_threads``: threads committing for the shards (see :class:`WriterLoop`)."""
+        """``writer_threads``: threads committing for the shards (see :class:`WriterLoop`).
+        ``wake``: commit on the caller's thread instead: ``wake`` is called when writes wait,
+        and that thread runs :meth:`drain_writes`."""
         manifest = read_manifest(data_dir)
         if manifest is None:
             count = shard_count or DEFAULT_SHARDS
@@ -94,7 +97,12 @@ class ShardedStore:
             self._listeners.append(on_commit)
         if writer_threads < 1:
             raise ValueError("writer_threads must be at least 1")
-        self._loops = [WriterLoop(f"store-writer-{i}") for i in range(min(writer_threads, count))]
+        if wake is not None:
+            self._loops = [WriterLoop(wake=wake)]
+        else:
+            self._loops = [
+                WriterLoop(f"store-writer-{i}") for i in range(min(writer_threads, count))
+            ]
         self.writers = [
             ShardWriter(
                 self.shard_path(i),
@@ -128,6 +136,10 @@ class ShardedStore:
 
     def write(self, device_id: str, fn: Callable[[WriteTx], T]) -> Future[T]:
         return self.writers[self.shard_of(device_id)].submit(fn)
+
+    def drain_writes(self) -> bool:
+        """With ``wake``: commit what waits now (on this thread); False if nothing did."""
+        return any([loop.drain() for loop in self._loops])
 
     def write_shard(self, shard: int, fn: Callable[[WriteTx], T]) -> Future[T]:
         return self.writers[shard].submit(fn)

@@ -36,6 +36,7 @@ import os
 import queue
 import resource
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -650,7 +651,9 @@ class DeviceProcess:
 
 
 def _ack_gate(spec: dict[str, Any]) -> None:
-    """Accept ``count`` commands; at the first ack, block every shard writer for good."""
+    """Accept ``count`` commands; at the first ack, make every shard refuse to commit for good
+    (each writer commits through a ``mode=ro`` connection): acks keep arriving and are handled
+    by the real code, which must leave them unacknowledged while it cannot store them."""
     from broker_bridge.bridge import Bridge, BridgeSettings
     from broker_bridge.mqtt_session import SessionSettings
     from broker_bridge.policy import DeliveryPolicy
@@ -667,16 +670,20 @@ def _ack_gate(spec: dict[str, Any]) -> None:
     class GatedBridge(Bridge):
         armed = False
 
-        def _on_ack(self, device_id: str, message: Any) -> None:  # paho's network thread
+        def _on_ack(self, device_id: str, message: Any) -> None:  # the bridge's I/O thread
             if not self.armed:
                 self.armed = True
-                for shard in range(self.store.shard_count):
-
-                    def gate(tx: Any, shard: int = shard) -> None:
-                        say(f"gate-closed {shard}")
-                        forever.wait()  # until the test kills this process
-
-                    self.store.write_shard(shard, gate)
+                # The I/O thread is also the thread that commits, so swapping is safe here.
+                for writer in self.store.writers:
+                    ro = sqlite3.connect(
+                        f"file:{writer.path}?mode=ro",
+                        uri=True,
+                        isolation_level=None,
+                        check_same_thread=False,
+                    )
+                    ro.row_factory = sqlite3.Row
+                    writer._conn = ro
+                    say(f"gate-closed {writer.shard}")
             try:
                 ack = decode_ack(message.payload)
                 say(f"ack-arrived {ack.id} {ack.status.value}")
