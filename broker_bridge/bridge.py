@@ -1,9 +1,11 @@
 """The bridge: commands from the store to device topics; acks and presence back into the store.
 
-Threads, not an event loop: paho's network thread receives, each shard's writer thread commits,
-and done-callbacks chain the two. So an incoming message is PUBACKed right after its commit, and
-a command is published right after its acceptance commits, in commit order, which keeps each
-device's commands in acceptance order on the wire. Async callers use the ``a*`` methods.
+One I/O thread (the MQTT session's) receives, commits and publishes: between network reads it
+commits every store job waiting, and done-callbacks chain the steps. So an incoming message is
+PUBACKed right after its commit, and a command is published right after its acceptance commits,
+in commit order, which keeps each device's commands in acceptance order on the wire. Other
+threads (the gateway's event loop, the sweeper) only queue store jobs. Async callers use the
+``a*`` methods.
 """
 
 from __future__ import annotations
@@ -132,7 +134,7 @@ class Bridge:
         self.store.close()
 
     def _observe(self, events: list[StoredEvent]) -> None:
-        """Store listener (writer thread, after commit): hop latencies and state counts."""
+        """Store listener (the committing thread, after commit): hop latencies, state counts."""
         for event in events:
             if event.kind == "command":
                 record = event.data
@@ -232,7 +234,7 @@ class Bridge:
             for delivery in deliveries.result():
                 self._publish(delivery)
 
-    # messages from devices (paho network thread)
+    # messages from devices (the session's I/O thread)
 
     def _on_message(self, message: mqtt.MQTTMessage) -> None:
         if message.topic.startswith("$SYS/"):

@@ -1,6 +1,6 @@
 """Fan committed events out to live subscribers, each with a bounded queue.
 
-The store announces events from its writer threads after each commit; the hub hops them onto the
+The store announces events from the thread that committed them; the hub hops them onto the
 event loop in that order. A subscriber that falls ``maxsize`` events behind is cut off (its
 ``overflowed`` flag is set and its ``get`` raises): it resumes later from its cursor, and the
 server's memory never grows with a slow client.
@@ -52,7 +52,7 @@ class EventHub:
         self.delivered = 0
 
     def announce_threadsafe(self, events: list[StoredEvent]) -> None:
-        """Called on a shard writer thread after a commit."""
+        """Called on the store's committing thread after a commit."""
         self._loop.call_soon_threadsafe(self._dispatch, events)
 
     def _dispatch(self, events: list[StoredEvent]) -> None:

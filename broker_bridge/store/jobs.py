@@ -1,4 +1,4 @@
-"""Write jobs: each runs inside one shard transaction on the shard's writer thread.
+"""Write jobs: each runs inside one shard transaction, on the thread that commits the store.
 
 Every state change goes through :func:`tether.protocol.decide`, so a duplicate, late or
 out-of-order input never moves a command backwards. Each change emits its event in the same

@@ -1,6 +1,6 @@
-"""One shard: a SQLite file in WAL mode with one writer thread doing group commit.
+"""One shard: a SQLite file in WAL mode, written by one thread at a time with group commit.
 
-Writes are jobs (functions of a :class:`WriteTx`) queued to the shard's writer thread. The writer
+Writes are jobs (functions of a :class:`WriteTx`) queued to the shard's writer. The writer
 takes every job waiting (up to ``max_batch``) and commits them in one transaction: one fsync for
 the whole batch. If a job raises, the batch runs again with a SAVEPOINT per job, so that job rolls
 back alone. A job's future resolves, and its events are announced, only after COMMIT returned.
@@ -10,6 +10,8 @@ and every SQLite call releases and retakes it, so eight writer threads spent mor
 the GIL to each other than writing (bench/store_transitions.py on 2 cores: one shard 8,774
 transitions/s, eight shards with a thread each 3,435/s). The loop takes every job waiting,
 groups them by shard and commits each shard's group in turn, so group commit stays per shard.
+In the bridge the loop has no thread of its own: the MQTT session's I/O thread drains it between
+network reads (``WriterLoop(wake=...)``), so an ack is received and committed on one thread.
 
 ``synchronous=FULL`` (the default) makes every commit durable before it is acknowledged, against a
 process kill and against power loss; with group commit this costs one fsync per batch, not per row.

@@ -125,7 +125,7 @@ class ShardedStore:
         return shard_for(device_id, self.shard_count)
 
     def add_listener(self, listener: Callable[[list[StoredEvent]], None]) -> None:
-        """Called on the shard's writer thread, after each commit, with that commit's events."""
+        """Called on the committing thread, after each commit, with that commit's events."""
         self._listeners.append(listener)
 
     def _announce(self, events: list[StoredEvent]) -> None:
