@@ -243,6 +243,9 @@ class MqttSession:
             if self._mqtt_sock is not None and time.monotonic() >= next_misc:
                 client.loop_misc()  # keepalive pings, and the connection's timeouts
                 next_misc = time.monotonic() + _MISC_INTERVAL
+        if self._mqtt_sock is not None:  # the DISCONNECT did not go out in time: drop the line
+            with contextlib.suppress(OSError):
+                self._mqtt_sock.close()
         # Leave nothing queued for the store unrun: the owner closes the store after this.
         while self._safe_work():
             pass

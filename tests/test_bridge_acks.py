@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 
@@ -51,6 +52,36 @@ def test_command_round_trip_records_every_hop(broker: BrokerHandle, bridge: Brid
     assert list(record["times"]) == ["queued", "sent", "delivered", "succeeded"]
     times = list(record["times"].values())
     assert times == sorted(times)
+
+
+def test_one_thread_receives_commits_and_publishes(
+    broker: BrokerHandle, bridge: BridgeHandle
+) -> None:
+    """The design the bridge's throughput rests on: the MQTT session's I/O thread commits every
+    change (acks it received, and commands sent from other threads), so nothing crosses threads
+    between receiving an ack, storing it and acknowledging it."""
+    (creds,) = bridge.provision("dev-a")
+    device = connect_device(broker, creds)
+    committers: list[tuple[str, str]] = []
+    bridge.bridge.store.add_listener(
+        lambda events: committers.extend(
+            (json.loads(e.data_json)["state"], threading.current_thread().name)
+            for e in events
+            if e.kind == "command"
+        )
+    )
+    accepted = bridge.bridge.send("dev-a", "echo").result(10)  # from this (test) thread
+    command = decode_command(device.next_message().payload)
+    assert command.id == accepted.record["id"]
+    ack(device, "dev-a", command.id, AckStatus.RECEIVED)
+    ack(device, "dev-a", command.id, AckStatus.SUCCEEDED, result=None)
+    wait_until(lambda: len(committers) == 4, what="four command events")
+    assert committers == [
+        ("queued", "bridge-io"),
+        ("sent", "bridge-io"),
+        ("delivered", "bridge-io"),
+        ("succeeded", "bridge-io"),
+    ]
 
 
 def test_forged_and_malformed_acks_change_nothing(
