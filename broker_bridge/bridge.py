@@ -214,13 +214,17 @@ class Bridge:
         message = CommandMessage(
             delivery.id, delivery.name, delivery.issued_at, delivery.args, delivery.expires_at
         )
-        puback = self.session.publish(self.topics.cmd(delivery.device_id), message.encode(), props)
         self.count("published")
-        puback.add_done_callback(partial(self._on_puback, delivery))
+        self.session.publish(
+            self.topics.cmd(delivery.device_id),
+            message.encode(),
+            props,
+            partial(self._on_puback, delivery),
+        )
 
-    def _on_puback(self, delivery: jobs.Delivery, puback: Future[None]) -> None:
-        if puback.exception() is not None:
-            log.warning("publish of %s failed: %s", delivery.id, puback.exception())
+    def _on_puback(self, delivery: jobs.Delivery, error: BaseException | None) -> None:
+        if error is not None:
+            log.warning("publish of %s failed: %s", delivery.id, error)
             return  # still due: the sweeper publishes it again
         self._write_retrying(
             delivery.device_id,
@@ -338,10 +342,8 @@ class Bridge:
     ) -> None:
         """Store ``fn``'s change, then PUBACK ``message``. If the store refuses, retry later:
         the message stays unacknowledged (the broker redelivers it if we die meanwhile)."""
-        future = self.store.write(device_id, fn)
 
-        def done(f: Future[T]) -> None:
-            error = f.exception()
+        def done(value: T, error: BaseException | None) -> None:
             if isinstance(error, StoreUnavailable):
                 self.count("store_retries")
                 if not self._stopping.is_set():
@@ -357,14 +359,14 @@ class Bridge:
                 log.error("storing a message from %s failed: %r", device_id, error)
                 self.count("store_errors")
             elif then is not None:
-                then(f.result())
+                then(value)
             if message is not None:
                 self.session.ack(message)
 
-        future.add_done_callback(done)
+        self.store.write_then(device_id, fn, done)
 
     def _on_connected(self, session_present: bool) -> None:
-        """Paho thread. After a reconnect the broker may have lost what it held (a killed broker
+        """I/O thread. After a reconnect the broker may have lost what it held (a killed broker
         keeps only its last autosave, and loses Last Wills), so every online device gets its
         undelivered commands again, in order; devices drop what they already ran."""
         self.count("connects")

@@ -77,7 +77,7 @@ class MqttSession:
         self.connected = threading.Event()
         self._first_connack: Future[ReasonCode] = Future()
         self._lock = threading.Lock()
-        self._publishes: dict[int, Future[None]] = {}
+        self._publishes: dict[int, Callable[[BaseException | None], None]] = {}
         self._early_acks: dict[int, ReasonCode] = {}
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
@@ -157,25 +157,28 @@ class MqttSession:
             self._wake_w.send(b"\0")
 
     def publish(
-        self, topic: str, payload: bytes, properties: Properties | None = None
-    ) -> Future[None]:
-        """Queue a QoS 1 publish; the future resolves on the broker's PUBACK (maybe after a
-        reconnect: paho keeps unacknowledged messages and sends them again)."""
-        done: Future[None] = Future()
+        self,
+        topic: str,
+        payload: bytes,
+        properties: Properties | None,
+        then: Callable[[BaseException | None], None],
+    ) -> None:
+        """Queue a QoS 1 publish; ``then(None)`` runs on the broker's PUBACK (maybe after a
+        reconnect: paho keeps unacknowledged messages and sends them again), ``then(error)`` if
+        paho refused it or the broker answered with a failure."""
         # Never hold our lock while calling into paho: paho calls on_publish holding its own
         # mutex, and on_publish takes our lock. A PUBACK may beat the registration below, so
         # on_publish parks early ones in _early_acks.
         info = self._client.publish(topic, payload, qos=1, properties=properties)
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-            done.set_exception(ConnectionError(mqtt.error_string(info.rc)))
-            return done
+            then(ConnectionError(mqtt.error_string(info.rc)))
+            return
         with self._lock:
             early = self._early_acks.pop(info.mid, None)
             if early is None:
-                self._publishes[info.mid] = done
+                self._publishes[info.mid] = then
         if early is not None:
-            _settle(done, early)
-        return done
+            _settle(then, early)
 
     def ack(self, message: mqtt.MQTTMessage) -> None:
         """PUBACK an incoming message: call once what it carried is safely stored."""
@@ -324,8 +327,9 @@ class MqttSession:
         _settle(done, reason)
 
 
-def _settle(done: Future[None], reason: ReasonCode) -> None:
-    if reason.is_failure:
-        done.set_exception(ConnectionError(f"broker refused the publish: {reason}"))
-    else:
-        done.set_result(None)
+def _settle(then: Callable[[BaseException | None], None], reason: ReasonCode) -> None:
+    error = ConnectionError(f"broker refused the publish: {reason}") if reason.is_failure else None
+    try:
+        then(error)
+    except Exception:
+        log.exception("a publish callback failed")

@@ -27,8 +27,11 @@ _UNFINISHED = (*_UNDELIVERED, S.DELIVERED.value)
 _PENDING_SQL = ",".join("?" * len(_PENDING))
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # one, not one per call
+
+
 def _json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return _ENCODER.encode(value)
 
 
 def _command_row(conn: sqlite3.Connection, command_id: str) -> sqlite3.Row | None:

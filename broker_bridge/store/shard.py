@@ -97,10 +97,39 @@ def connect(path: Path, synchronous: str = "FULL", readonly: bool = False) -> sq
     return conn
 
 
+Outcome = Callable[[Any, BaseException | None], None]
+
+
+class _Then:
+    """A job's outcome handed to a callback, ``then(value, None)`` or ``then(None, error)``,
+    on the committing thread: the bridge's own hot path, where a ``Future`` (a lock and a
+    condition each) cost more than the rest of the bookkeeping."""
+
+    __slots__ = ("then",)
+
+    def __init__(self, then: Outcome) -> None:
+        self.then = then
+
+    def set_running_or_notify_cancel(self) -> bool:
+        return True
+
+    def set_result(self, value: Any) -> None:
+        self._call(value, None)
+
+    def set_exception(self, error: BaseException) -> None:
+        self._call(None, error)
+
+    def _call(self, value: Any, error: BaseException | None) -> None:
+        try:
+            self.then(value, error)
+        except Exception:  # as a Future does with its callbacks: log, and go on
+            log.exception("a store job's callback failed")
+
+
 @dataclass
 class _Job(Generic[T]):
     fn: Callable[[WriteTx], T]
-    future: Future[T]
+    future: Future[T] | _Then
 
 
 _STOP = object()
@@ -208,6 +237,10 @@ class ShardWriter:
         future: Future[T] = Future()
         self._loop.submit(self, _Job(fn, future))
         return future
+
+    def submit_then(self, fn: Callable[[WriteTx], Any], then: Outcome) -> None:
+        """Like :meth:`submit`, with the outcome passed to ``then`` on the committing thread."""
+        self._loop.submit(self, _Job(fn, _Then(then)))
 
     def close(self, timeout: float = 30.0) -> None:
         """Close the connection; a shared loop must be closed (drained) by its owner first."""

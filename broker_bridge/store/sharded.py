@@ -13,6 +13,7 @@ from typing import Any, Generic, TypeVar
 
 from broker_bridge.sharding import HASH_NAME, shard_for
 from broker_bridge.store.shard import (
+    Outcome,
     ShardReader,
     ShardWriter,
     StoredEvent,
@@ -136,6 +137,11 @@ class ShardedStore:
 
     def write(self, device_id: str, fn: Callable[[WriteTx], T]) -> Future[T]:
         return self.writers[self.shard_of(device_id)].submit(fn)
+
+    def write_then(self, device_id: str, fn: Callable[[WriteTx], Any], then: Outcome) -> None:
+        """Like :meth:`write`, without a future: ``then(value, error)`` runs on the committing
+        thread once the change is committed (or refused)."""
+        self.writers[self.shard_of(device_id)].submit_then(fn, then)
 
     def drain_writes(self) -> bool:
         """With ``wake``: commit what waits now (on this thread); False if nothing did."""

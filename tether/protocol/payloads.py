@@ -42,8 +42,12 @@ class AckStatus(enum.StrEnum):
         return CommandState.DELIVERED if self is AckStatus.RECEIVED else CommandState(self.value)
 
 
+# One encoder for every payload: json.dumps with options builds a new encoder per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def encode_json(obj: JSONObject) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    return _ENCODER.encode(obj).encode()
 
 
 def _reject_constant(token: str) -> None:
