@@ -69,12 +69,16 @@ def test_paging_from_any_cursor_gives_every_event_once(
 
         async def drain(cursor: Cursor) -> tuple[list[tuple[int, int]], Cursor]:
             seen = []
+            order = []
             while True:
                 replay = await read_after(store, cursor, page)
                 assert not replay.reset
                 seen += [(p.event.shard, p.event.seq) for p in replay.events]
+                order += [(p.event.at, p.event.shard, p.event.seq) for p in replay.events]
                 cursor = replay.cursor
                 if not replay.more:
+                    # Pages come out in one time order across shards, as one whole read would.
+                    assert order == sorted(order)
                     return seen, cursor
 
         first, cursor = asyncio.run(drain(Cursor.start(4)))
@@ -85,6 +89,35 @@ def test_paging_from_any_cursor_gives_every_event_once(
         for shard in range(4):  # each shard's events keep their order
             seq = [s for sh, s in first + second if sh == shard]
             assert seq == sorted(seq)
+    finally:
+        store.close()
+
+
+def test_a_busy_shard_does_not_let_a_quiet_one_jump_ahead(tmp_path: Path) -> None:
+    """A page reads a share of each shard, not all of it. One shard with 30 early events and
+    another with 5 later ones: the later ones must wait for the pages that bring the early
+    ones, not slip in after the busy shard's first share."""
+    store = ShardedStore(tmp_path / "log", 4)
+    try:
+        by_shard: dict[int, list[str]] = {}
+        for i in range(200):
+            by_shard.setdefault(store.shard_of(f"d{i}"), []).append(f"d{i}")
+        busy, quiet = by_shard[0][0], by_shard[1][0]
+        write_events(store, [busy] * 30 + [quiet] * 5)
+
+        async def drain() -> list[tuple[str, int, int]]:
+            order, cursor = [], Cursor.start(4)
+            while True:
+                replay = await read_after(store, cursor, 8)  # 4 rows per shard per page
+                order += [(p.event.at, p.event.shard, p.event.seq) for p in replay.events]
+                cursor = replay.cursor
+                if not replay.more:
+                    return order
+
+        order = asyncio.run(drain())
+        assert len(order) == 35
+        assert order == sorted(order)
+        assert [shard for _, shard, _ in order] == [0] * 30 + [1] * 5
     finally:
         store.close()
 

@@ -50,7 +50,7 @@ async def event_stream(
                     yield Reset("the cursor is older than the events the store keeps")
                     return
                 for item in replay.events:
-                    yield Positioned(item.cursor.encode(), item.event)
+                    yield Positioned(item.cursor, item.event)
                 position = replay.cursor
                 if not replay.more:
                     break
