@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 
@@ -12,6 +13,17 @@ from tests.support.brokers import BrokerHandle
 pytestmark = pytest.mark.broker
 
 
+def admin_settings(broker: BrokerHandle, client_id: str, **kw: Any) -> SessionSettings:
+    return SessionSettings(
+        broker.host,
+        broker.port,
+        broker.admin_username,
+        broker.admin_password,
+        client_id=client_id,
+        **kw,
+    )
+
+
 def test_an_idle_session_pings_the_broker(broker: BrokerHandle) -> None:
     """With paho's own loop gone, the session's loop must send the keepalive PINGREQs itself
     (paho's ``loop_misc``): they keep an idle bridge's connection open, and a missing PINGRESP
@@ -19,14 +31,7 @@ def test_an_idle_session_pings_the_broker(broker: BrokerHandle) -> None:
     client within seconds, so the test watches the pings themselves."""
     connects: list[bool] = []
     session = MqttSession(
-        SessionSettings(
-            broker.host,
-            broker.port,
-            broker.admin_username,
-            broker.admin_password,
-            client_id="tether-bridge-keepalive-test",
-            keepalive=1,
-        ),
+        admin_settings(broker, "tether-bridge-keepalive-test", keepalive=1),
         [],
         on_message=lambda message: None,
         on_connected=connects.append,
@@ -64,13 +69,7 @@ def test_work_queued_from_another_thread_runs_on_the_session_thread(
         return True
 
     session = MqttSession(
-        SessionSettings(
-            broker.host,
-            broker.port,
-            broker.admin_username,
-            broker.admin_password,
-            client_id="tether-bridge-wake-test",
-        ),
+        admin_settings(broker, "tether-bridge-wake-test"),
         [],
         on_message=lambda message: None,
         work=work,
