@@ -6,8 +6,10 @@ from pathlib import Path
 import pytest
 
 from broker_bridge.bridge import Bridge
+from mosquitto.process import free_port
 from tests.support.bridges import BridgeHandle, bridge_settings
 from tests.support.brokers import BrokerHandle, DockerBroker, LocalBroker, docker_engine_available
+from tests.support.chaos import PipedGateway
 from tests.support.gateways import RunningGateway, start_gateway
 
 
@@ -55,3 +57,15 @@ def gateway(broker: BrokerHandle, tmp_path: Path) -> Iterator[RunningGateway]:
         yield running
     finally:
         running.stop()
+
+
+@pytest.fixture
+def piped_gateway(broker: BrokerHandle, tmp_path: Path) -> Iterator[PipedGateway]:
+    """``tether gateway`` as its own process (output on a pipe), for faults that need one:
+    SIGKILL, a file-size limit, raw sockets."""
+    gateway = PipedGateway(broker, tmp_path, free_port(), tmp_path / "unused.log")
+    gateway.start()
+    try:
+        yield gateway
+    finally:
+        gateway.stop()

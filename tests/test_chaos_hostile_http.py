@@ -31,7 +31,6 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from mosquitto.process import free_port
 from tests.support import store_reader
 from tests.support.brokers import BrokerHandle, Credentials
 from tests.support.chaos import (
@@ -224,16 +223,6 @@ def test_a_binary_websocket_frame_gets_a_clear_refusal(
     check(outcome)
 
 
-@pytest.fixture
-def process_gateway(broker: BrokerHandle, tmp_path: Path) -> Iterator[PipedGateway]:
-    gateway = PipedGateway(broker, tmp_path, free_port(), tmp_path / "unused.log")
-    gateway.start()
-    try:
-        yield gateway
-    finally:
-        gateway.stop()
-
-
 def open_sockets(pid: int) -> int:
     """The process's open sockets (its SQLite readers open files lazily: not counted)."""
     count = 0
@@ -244,23 +233,23 @@ def open_sockets(pid: int) -> int:
 
 
 def test_many_slow_connections_at_once(
-    broker: BrokerHandle, process_gateway: PipedGateway, tmp_path: Path
+    broker: BrokerHandle, piped_gateway: PipedGateway, tmp_path: Path
 ) -> None:
     """200 loopback connections at once to a gateway process: 80 send half a request and stop,
     60 connect and say nothing, 60 upgrade to WebSocket and never read. Meanwhile a normal
     client is served at once, its commands run once, memory stays bounded, and every socket is
     released once the clients go."""
-    pid = process_gateway.pid
-    with process_gateway.api() as api:
+    pid = piped_gateway.pid
+    with piped_gateway.api() as api:
         fleet = Fleet(broker, provision(api, "calm-0"), tmp_path)
     fleet.start()
     slow: list[socket.socket] = []
     try:
-        with process_gateway.api() as api:
+        with piped_gateway.api() as api:
             accepted = sends(api, "calm-0", range(5))
             rss_before, sockets_before = rss_kib(pid), open_sockets(pid)
             for n in range(200):
-                sock = socket.create_connection(("127.0.0.1", process_gateway.http_port), 5)
+                sock = socket.create_connection(("127.0.0.1", piped_gateway.http_port), 5)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
                 slow.append(sock)
                 if n < 80:

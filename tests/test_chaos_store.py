@@ -29,7 +29,6 @@ import httpx
 import pytest
 
 from broker_bridge.store.sharded import ShardedStore
-from mosquitto.process import free_port
 from tests.support import store_reader
 from tests.support.brokers import BrokerHandle, Credentials
 from tests.support.chaos import Fleet, PipedGateway, check, ledger, metric, runs_by_id, settle
@@ -83,16 +82,6 @@ def refused_but_stored(data_dir: Path, refused: dict[int, Any]) -> list[str]:
     return [
         c["id"] for c in store_reader.commands(data_dir).values() if c["idempotency_key"] in keys
     ]
-
-
-@pytest.fixture
-def piped_gateway(broker: BrokerHandle, tmp_path: Path) -> Iterator[PipedGateway]:
-    gateway = PipedGateway(broker, tmp_path, free_port(), tmp_path / "unused.log")
-    gateway.start()
-    try:
-        yield gateway
-    finally:
-        gateway.stop()
 
 
 def test_disk_refusing_writes_then_back(

@@ -28,7 +28,6 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from mosquitto.process import free_port
 from tests.support import store_reader
 from tests.support.brokers import BrokerHandle, Credentials
 from tests.support.chaos import (
@@ -252,36 +251,26 @@ class Follower:
         self.thread.join(10)
 
 
-@pytest.fixture
-def stack(broker: BrokerHandle, tmp_path: Path) -> Iterator[PipedGateway]:
-    gateway = PipedGateway(broker, tmp_path, free_port(), tmp_path / "unused.log")
-    gateway.start()
-    try:
-        yield gateway
-    finally:
-        gateway.stop()
-
-
 def test_gateway_sigkilled_and_restarted_under_its_clients(
-    broker: BrokerHandle, stack: PipedGateway, tmp_path: Path
+    broker: BrokerHandle, piped_gateway: PipedGateway, tmp_path: Path
 ) -> None:
     """A WebSocket and an SSE client follow the stream while a script sends 60 commands over
     REST; at the 30th the gateway (with the bridge inside) is SIGKILLed and started again.
     The script retries each send until answered, with the same idempotency key."""
-    with stack.api() as api:
+    with piped_gateway.api() as api:
         fleet = Fleet(broker, provision(api, "gw-0", "gw-1"), tmp_path)
     fleet.start()
     views = [View("ws"), View("sse")]
     for view in views:
         view.cursor = BEGINNING
     followers = [
-        Follower(views[0], f"ws://127.0.0.1:{stack.http_port}/ws", "ws"),
-        Follower(views[1], f"{stack.url}/api/events", "sse"),
+        Follower(views[0], f"ws://127.0.0.1:{piped_gateway.http_port}/ws", "ws"),
+        Follower(views[1], f"{piped_gateway.url}/api/events", "sse"),
     ]
     accepted: dict[str, int] = {}
     try:
         wait_until(lambda: all(f.opens for f in followers), 10, "both clients following")
-        with stack.api() as api:
+        with piped_gateway.api() as api:
 
             def send(n: int) -> bool:
                 try:
@@ -299,8 +288,8 @@ def test_gateway_sigkilled_and_restarted_under_its_clients(
 
             for n in range(60):
                 if n == 30:
-                    stack.stop(signal.SIGKILL)
-                    stack.start()
+                    piped_gateway.stop(signal.SIGKILL)
+                    piped_gateway.start()
                 wait_until(partial(send, n), 30, f"send {n} answered")
         ids = set(accepted)
         wait_until(lambda: all(v.finished(ids) for v in views), 30, "both clients caught up")
