@@ -11,6 +11,7 @@ from tests.support.bridges import BridgeHandle, bridge_settings
 from tests.support.brokers import BrokerHandle, DockerBroker, LocalBroker, docker_engine_available
 from tests.support.chaos import PipedGateway
 from tests.support.gateways import RunningGateway, start_gateway
+from tests.support.processes import GatewayProcess
 
 
 @pytest.fixture(scope="session")
@@ -64,6 +65,17 @@ def piped_gateway(broker: BrokerHandle, tmp_path: Path) -> Iterator[PipedGateway
     """``tether gateway`` as its own process (output on a pipe), for faults that need one:
     SIGKILL, a file-size limit, raw sockets."""
     gateway = PipedGateway(broker, tmp_path, free_port(), tmp_path / "unused.log")
+    gateway.start()
+    try:
+        yield gateway
+    finally:
+        gateway.stop()
+
+
+@pytest.fixture
+def gateway_process(broker: BrokerHandle, tmp_path: Path) -> Iterator[GatewayProcess]:
+    """``tether gateway`` as its own process, for clients outside this one (browser, Node)."""
+    gateway = GatewayProcess(broker, tmp_path, free_port(), tmp_path / "gateway.log")
     gateway.start()
     try:
         yield gateway

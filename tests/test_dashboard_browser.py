@@ -15,7 +15,6 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from devices.agent import DeviceAgent
-from mosquitto.process import free_port
 from tests.support.brokers import BrokerHandle
 from tests.support.devices import DemoAgent
 from tests.support.processes import ADMIN_TOKEN, GatewayProcess
@@ -48,16 +47,8 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def stack(broker: BrokerHandle, tmp_path: Path) -> Iterator[GatewayProcess]:
-    gateway = GatewayProcess(broker, tmp_path, free_port(), tmp_path / "gateway.log")
-    gateway.start()
-    yield gateway
-    gateway.stop()
-
-
-@pytest.fixture
-def agent(broker: BrokerHandle, stack: GatewayProcess) -> Iterator[DeviceAgent]:
-    with stack.api() as api, DemoAgent(broker, api, "sim-00001") as running:
+def agent(broker: BrokerHandle, gateway_process: GatewayProcess) -> Iterator[DeviceAgent]:
+    with gateway_process.api() as api, DemoAgent(broker, api, "sim-00001") as running:
         yield running
 
 
@@ -69,11 +60,11 @@ def console_errors(page: Page) -> list[str]:
 
 
 def test_console_send_then_gateway_restart_then_catch_up(
-    browser: Browser, stack: GatewayProcess, agent: DeviceAgent
+    browser: Browser, gateway_process: GatewayProcess, agent: DeviceAgent
 ) -> None:
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     errors = console_errors(page)
-    page.goto(f"{stack.url}/#token={ADMIN_TOKEN}")
+    page.goto(f"{gateway_process.url}/#token={ADMIN_TOKEN}")
     expect(page.locator("body")).to_have_attribute("data-connection", "live", timeout=15_000)
     expect(page.locator('#fleet-body tr[data-device="sim-00001"]')).to_have_attribute(
         "data-online", "true"
@@ -90,13 +81,13 @@ def test_console_send_then_gateway_restart_then_catch_up(
         expect(sent.locator(f'[data-hop="{hop}"]')).to_have_count(1)
 
     # The gateway goes away; the page notices and keeps trying.
-    stack.stop()
+    gateway_process.stop()
     expect(page.locator("body")).to_have_attribute(
         "data-connection", "reconnecting", timeout=15_000
     )
     page.context.set_offline(True)  # hold the page back until something has happened without it
-    stack.start()
-    with stack.api() as api:
+    gateway_process.start()
+    with gateway_process.api() as api:
         missed = api.post(
             "/api/devices/sim-00001/commands", json={"name": "echo", "args": {"n": 2}}
         ).json()
@@ -122,14 +113,14 @@ def test_console_send_then_gateway_restart_then_catch_up(
 
 
 def test_monitoring_panel_under_load(
-    browser: Browser, broker: BrokerHandle, stack: GatewayProcess, tmp_path: Path
+    browser: Browser, broker: BrokerHandle, gateway_process: GatewayProcess, tmp_path: Path
 ) -> None:
     import subprocess
     import sys
 
     from tether.fleet import numbered_ids, provision_fleet
 
-    with stack.api() as api:
+    with gateway_process.api() as api:
         provision_fleet(api, numbered_ids(20), tmp_path / "fleet.json")
     with (tmp_path / "sim.log").open("wb") as log:
         simulator = subprocess.Popen(
@@ -152,11 +143,11 @@ def test_monitoring_panel_under_load(
     page = browser.new_page(viewport={"width": 1280, "height": 1100})
     errors = console_errors(page)
     try:
-        page.goto(f"{stack.url}/#token={ADMIN_TOKEN}")
+        page.goto(f"{gateway_process.url}/#token={ADMIN_TOKEN}")
         expect(page.locator('figure[data-chart="online"] [data-value]')).to_have_text(
             "20", timeout=30_000
         )
-        with stack.api() as api:
+        with gateway_process.api() as api:
             for n in range(300):
                 api.post(
                     f"/api/devices/sim-{n % 20 + 1:05d}/commands",

@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 
 from devices.agent import DeviceAgent
-from mosquitto.process import free_port
 from tests.support.brokers import BrokerHandle
 from tests.support.devices import DemoAgent
 from tests.support.processes import ADMIN_TOKEN, GatewayProcess
@@ -40,16 +39,8 @@ def node_modules() -> Path:
 
 
 @pytest.fixture
-def stack(broker: BrokerHandle, tmp_path: Path) -> Iterator[GatewayProcess]:
-    gateway = GatewayProcess(broker, tmp_path, free_port(), tmp_path / "gateway.log")
-    gateway.start()
-    yield gateway
-    gateway.stop()
-
-
-@pytest.fixture
-def agent(broker: BrokerHandle, stack: GatewayProcess) -> Iterator[DeviceAgent]:
-    with stack.api() as api, DemoAgent(broker, api, "node-dev") as running:
+def agent(broker: BrokerHandle, gateway_process: GatewayProcess) -> Iterator[DeviceAgent]:
+    with gateway_process.api() as api, DemoAgent(broker, api, "node-dev") as running:
         yield running
 
 
@@ -90,16 +81,16 @@ def finished(seen: list[dict[str, Any]], via: str, command_id: str | None) -> bo
 
 
 def test_partysocket_and_eventsource_resume_after_a_restart(
-    node_modules: Path, stack: GatewayProcess, agent: DeviceAgent
+    node_modules: Path, gateway_process: GatewayProcess, agent: DeviceAgent
 ) -> None:
-    client = NodeClient(node_modules, stack.url)
+    client = NodeClient(node_modules, gateway_process.url)
     try:
         client.until(lambda seen: finished(seen, "ws", None) and finished(seen, "sse", None))
         first = next(s["cmd"] for s in client.seen if s.get("type") == "accepted")
 
-        stack.stop()
-        stack.start()
-        with stack.api() as api:
+        gateway_process.stop()
+        gateway_process.start()
+        with gateway_process.api() as api:
             second = api.post("/api/devices/node-dev/commands", json={"name": "echo"}).json()["id"]
         client.until(
             lambda seen: finished(seen, "ws", second) and finished(seen, "sse", second), 60

@@ -51,7 +51,7 @@ from devices.agent import DeviceAgent
 from devices.config import AgentSettings
 from tests.support import store_reader
 from tests.support.brokers import BrokerHandle, Credentials
-from tests.support.processes import GatewayProcess
+from tests.support.processes import GatewayProcess, tether_cli
 from tests.support.waiting import wait_until
 from tether.protocol import CommandState
 
@@ -472,14 +472,7 @@ class Lines:
 
 def bridge_cli(broker: BrokerHandle, data_dir: Path, *extra: str) -> list[str]:
     """``tether bridge`` over the store in ``data_dir / "store"``."""
-    return [
-        sys.executable, "-m", "tether.cli", "bridge",
-        f"--data-dir={data_dir}",
-        f"--mqtt-port={broker.port}",
-        f"--mqtt-username={broker.admin_username}",
-        f"--mqtt-password={broker.admin_password}",  # "=": a secret may start with "-"
-        *extra,
-    ]  # fmt: skip
+    return tether_cli("bridge", broker, data_dir, *extra)
 
 
 def stop_process(proc: subprocess.Popen[Any] | None, sig: int = signal.SIGTERM) -> int | None:

@@ -19,6 +19,19 @@ from tests.support.brokers import BrokerHandle
 ADMIN_TOKEN = "admin-token-for-process-tests"
 
 
+def tether_cli(command: str, broker: BrokerHandle, data_dir: Path, *extra: str) -> list[str]:
+    """``tether <command>`` (``bridge`` or ``gateway``) over ``data_dir``, logged in to the
+    test's broker as the bridge."""
+    return [
+        sys.executable, "-m", "tether.cli", command,
+        f"--data-dir={data_dir}",
+        f"--mqtt-port={broker.port}",
+        f"--mqtt-username={broker.admin_username}",
+        f"--mqtt-password={broker.admin_password}",  # "=": a secret may start with "-"
+        *extra,
+    ]  # fmt: skip
+
+
 def pump_lines(out: IO[str], lines: queue.Queue[str]) -> None:
     """Copy a child's output lines to a queue until it closes (or the test closes it)."""
     with contextlib.suppress(ValueError, OSError):
@@ -41,24 +54,13 @@ class GatewayProcess:
     def start(self, timeout: float = 30) -> None:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "tether.cli",
+                tether_cli(
                     "gateway",
-                    "--data-dir",
-                    str(self.data_dir),
-                    "--mqtt-port",
-                    str(self.broker.port),
-                    "--mqtt-username",
-                    self.broker.admin_username,
-                    "--mqtt-password",
-                    self.broker.admin_password,
-                    "--http-port",
-                    str(self.http_port),
-                    "--shards",
-                    "4",
-                ],
+                    self.broker,
+                    self.data_dir,
+                    f"--http-port={self.http_port}",
+                    "--shards=4",
+                ),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "TETHER_ADMIN_TOKEN": ADMIN_TOKEN},
