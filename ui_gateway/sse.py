@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from broker_bridge.cursor import Cursor
+from broker_bridge.event_log import current_cursor
 from ui_gateway.auth import Role
 from ui_gateway.context import gateway_of
 from ui_gateway.hub import SubscriberTooSlow
@@ -21,6 +22,10 @@ async def events_endpoint(request: Request) -> Response:
     gateway.authenticate(request, Role.VIEWER, allow_query=True)
     text = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     cursor = Cursor.decode(text, gateway.bridge.store.shard_count) if text else None
+    if cursor is None:
+        # "From now" is the moment of connecting, fixed before the response starts: a client
+        # that acts once the stream is open must see the events of what it does (as on /ws).
+        cursor = await current_cursor(gateway.bridge.store)
     assert gateway.hub is not None
     hub, settings = gateway.hub, gateway.settings
 

@@ -13,6 +13,14 @@ const say = (obj) => process.stdout.write(JSON.stringify(obj) + "\n");
 
 let lastId = null;
 let sentFirst = false;
+let wsOpen = false;
+let sseOpen = false;
+// The first command goes out once both streams are open, so both must show all of its events.
+const sendFirst = () => {
+  if (sentFirst || !wsOpen || !sseOpen) return;
+  sentFirst = true;
+  socket.send(JSON.stringify({ type: "send", ref: "first", device, name: "echo", args: { from: "node" } }));
+};
 const socket = new ReconnectingWebSocket(
   () => `${wsBase}/ws?token=${encodeURIComponent(token)}` +
         (lastId ? `&last_event_id=${encodeURIComponent(lastId)}` : ""),
@@ -21,10 +29,8 @@ const socket = new ReconnectingWebSocket(
 );
 socket.addEventListener("open", () => {
   say({ via: "ws", phase: "open", resumed_from: lastId });
-  if (!sentFirst) {
-    sentFirst = true;
-    socket.send(JSON.stringify({ type: "send", ref: "first", device, name: "echo", args: { from: "node" } }));
-  }
+  wsOpen = true;
+  sendFirst();
 });
 socket.addEventListener("message", (message) => {
   const frame = JSON.parse(message.data);
@@ -38,7 +44,11 @@ socket.addEventListener("message", (message) => {
 socket.addEventListener("close", (event) => say({ via: "ws", phase: "close", code: event.code }));
 
 const source = new EventSource(`${base}/api/events?token=${encodeURIComponent(token)}`);
-source.addEventListener("open", () => say({ via: "sse", phase: "open" }));
+source.addEventListener("open", () => {
+  say({ via: "sse", phase: "open" });
+  sseOpen = true;
+  sendFirst();
+});
 source.addEventListener("error", () => say({ via: "sse", phase: "error" }));
 for (const kind of ["command", "presence", "device_event"]) {
   source.addEventListener(kind, (event) => {
