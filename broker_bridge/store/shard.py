@@ -211,8 +211,8 @@ class WriterLoop:
 
 
 class ShardWriter:
-    """One shard's connection and its group commit; the commits run on a :class:`WriterLoop`
-    (its own, unless one shared with other shards is given)."""
+    """One shard's connection and its group commit; the commits run on the store's
+    :class:`WriterLoop`, shared by every shard."""
 
     def __init__(
         self,
@@ -220,16 +220,15 @@ class ShardWriter:
         shard: int,
         *,
         synchronous: str = "FULL",
-        on_commit: Callable[[list[StoredEvent]], None] | None = None,
-        loop: WriterLoop | None = None,
+        on_commit: Callable[[list[StoredEvent]], None] | None,
+        loop: WriterLoop,
     ) -> None:
         self.path = path
         self.shard = shard
         self._on_commit = on_commit
         self._conn = connect(path, synchronous)
         migrate(self._conn)
-        self._owns_loop = loop is None
-        self._loop = loop or WriterLoop(f"shard-{shard}-writer")
+        self._loop = loop
         self.batches = 0
         self.jobs = 0
 
@@ -242,10 +241,8 @@ class ShardWriter:
         """Like :meth:`submit`, with the outcome passed to ``then`` on the committing thread."""
         self._loop.submit(self, _Job(fn, _Then(then)))
 
-    def close(self, timeout: float = 30.0) -> None:
-        """Close the connection; a shared loop must be closed (drained) by its owner first."""
-        if self._owns_loop:
-            self._loop.close(timeout)
+    def close(self) -> None:
+        """Close the connection; the store drains the shared loop first."""
         self._conn.close()
 
     def _run_batch(self, batch: list[_Job[Any]]) -> None:

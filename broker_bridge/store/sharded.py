@@ -69,12 +69,11 @@ class ShardedStore:
         *,
         synchronous: str = "FULL",
         on_commit: Callable[[list[StoredEvent]], None] | None = None,
-        writer_threads: int = 1,
         wake: Callable[[], None] | None = None,
     ) -> None:
-        """``writer_threads``: threads committing for the shards (see :class:`WriterLoop`).
-        ``wake``: commit on the caller's thread instead: ``wake`` is called when writes wait,
-        and that thread runs :meth:`drain_writes`."""
+        """Every shard commits on one thread (see :class:`WriterLoop`): the store's own, or,
+        given ``wake``, the caller's: ``wake`` is called when writes wait, and that thread runs
+        :meth:`drain_writes`."""
         manifest = read_manifest(data_dir)
         if manifest is None:
             count = shard_count or DEFAULT_SHARDS
@@ -96,21 +95,14 @@ class ShardedStore:
         self._listeners: list[Callable[[list[StoredEvent]], None]] = []
         if on_commit is not None:
             self._listeners.append(on_commit)
-        if writer_threads < 1:
-            raise ValueError("writer_threads must be at least 1")
-        if wake is not None:
-            self._loops = [WriterLoop(wake=wake)]
-        else:
-            self._loops = [
-                WriterLoop(f"store-writer-{i}") for i in range(min(writer_threads, count))
-            ]
+        self._writes = WriterLoop(wake=wake)
         self.writers = [
             ShardWriter(
                 self.shard_path(i),
                 i,
                 synchronous=synchronous,
                 on_commit=self._announce,
-                loop=self._loops[i % len(self._loops)],
+                loop=self._writes,
             )
             for i in range(count)
         ]
@@ -145,7 +137,7 @@ class ShardedStore:
 
     def drain_writes(self) -> bool:
         """With ``wake``: commit what waits now (on this thread); False if nothing did."""
-        return any([loop.drain() for loop in self._loops])
+        return self._writes.drain()
 
     def write_shard(self, shard: int, fn: Callable[[WriteTx], T]) -> Future[T]:
         return self.writers[shard].submit(fn)
@@ -180,8 +172,7 @@ class ShardedStore:
         return results
 
     def close(self) -> None:
-        for loop in self._loops:
-            loop.close()
+        self._writes.close()
         for writer in self.writers:
             writer.close()
         self._read_pool.shutdown(wait=True)
