@@ -38,15 +38,17 @@ from broker_bridge.store.sharded import ShardedStore
 from broker_bridge.sys_stats import SUBSCRIPTION as SYS_SUBSCRIPTION
 from broker_bridge.sys_stats import BrokerFigures
 from tether.protocol import (
-    AckStatus,
+    CancelNotice,
     Channel,
     CommandMessage,
     CommandState,
     ProtocolError,
+    StatusMessage,
     Topics,
     decode_ack,
     decode_event,
     decode_status,
+    format_time,
     new_command_id,
     parse_time,
 )
@@ -81,6 +83,9 @@ class Bridge:
         self.latency = LatencyWindow()
         self.broker_figures = BrokerFigures()
         self._stats_lock = threading.Lock()
+        # Published once subscribed: it comes back after every retained status the broker
+        # replays for our subscriptions, which closes the start's presence check.
+        self._sync_topic = f"{settings.prefix}/_bridge/sync/{settings.mqtt.client_id}"
         # One thread receives, commits and acknowledges: the session's I/O thread runs the
         # store's commits between network reads (see broker_bridge.mqtt_session).
         self.session = MqttSession(
@@ -88,6 +93,7 @@ class Bridge:
             [
                 *((self.topics.wildcard(c), 1) for c in (Channel.ACK, Channel.EVT, Channel.STATUS)),
                 (SYS_SUBSCRIPTION, 0),  # Mosquitto's own figures, for /api/fleet and /metrics
+                (self._sync_topic, 1),
             ],
             self._on_message,
             self._on_connected,
@@ -107,6 +113,7 @@ class Bridge:
             settings.mqtt.username,
             settings.mqtt.password,
             settings.prefix,
+            clear_status=self._clear_status,
         )
         self._stopping = threading.Event()
         self._sweeper = threading.Thread(
@@ -116,6 +123,8 @@ class Bridge:
     # lifecycle
 
     def start(self) -> None:
+        for shard in range(self.store.shard_count):  # runs before any status is received
+            self.store.write_shard(shard, jobs.begin_presence_check)
         self.session.start()
         for shard in range(self.store.shard_count):
             resumed = self.store.write_shard(
@@ -186,18 +195,45 @@ class Bridge:
             shard, lambda tx: jobs.cancel_command(tx, command_id, _now())
         )
 
-        def done(f: Future[Record]) -> None:
+        def done(f: Future[jobs.Cancelled]) -> None:
+            error = f.exception()
+            if error is None and f.result().notify_device:
+                record = f.result().record
+                self._notify_cancel(record["device"], record["id"])
             if result.cancelled():  # the caller left; the cancel itself may have happened
                 return
-            error = f.exception()
             if isinstance(error, NotFound) and shard + 1 < self.store.shard_count:
                 self._cancel_in_shard(command_id, shard + 1, result)
             elif error is not None:
                 result.set_exception(error)
             else:
-                result.set_result(f.result())
+                result.set_result(f.result().record)
 
         attempt.add_done_callback(done)
+
+    def _notify_cancel(self, device_id: str, command_id: str) -> None:
+        """Tell a device that can honour it (``features: ["cancel"]``) that a command it may
+        hold was cancelled; what it answers is kept on the record."""
+        self.count("cancel_notices")
+        notice = CancelNotice(command_id, format_time(_now()))
+        self.session.publish(
+            self.topics.cmd(device_id), notice.encode(), None, partial(self._log_failure, notice)
+        )
+
+    def _clear_status(self, device_id: str) -> None:
+        """A login was replaced or revoked: the broker must not replay an old ``online``."""
+        self.session.publish(
+            self.topics.status(device_id),
+            b"",
+            None,
+            partial(self._log_failure, device_id),
+            retain=True,
+        )
+
+    @staticmethod
+    def _log_failure(what: object, error: BaseException | None) -> None:
+        if error is not None:
+            log.warning("publish for %s failed: %s", what, error)
 
     # publishing
 
@@ -244,6 +280,11 @@ class Bridge:
         if message.topic.startswith("$SYS/"):
             self.broker_figures.offer(message.topic, bytes(message.payload))
             return
+        if message.topic == self._sync_topic:
+            self.session.ack(message)
+            for shard in range(self.store.shard_count):
+                self.store.write_shard(shard, lambda tx: jobs.end_presence_check(tx, _now()))
+            return
         try:
             ref = self.topics.parse(message.topic)
         except ProtocolError:
@@ -268,31 +309,25 @@ class Bridge:
         ack = decode_ack(message.payload)
 
         def apply(tx: Any) -> jobs.Transition:
-            return jobs.transition(
-                tx,
-                ack.id,
-                ack.status.state,
-                _now(),
-                device_id=device_id,
-                result=ack.result,
-                error=ack.error or _default_error(ack.status),
-                policy=self.policy,
-            )
+            return jobs.record_ack(tx, device_id, ack, _now(), self.policy)
 
         def done(outcome: jobs.Transition) -> None:
             if outcome.verdict is None:
                 self.count("ignored_ack")
                 log.info("ignored ack from %s for %s: %s", device_id, ack.id, outcome.reason)
+            elif outcome.late:
+                self.count("late_outcomes")
+                log.info(
+                    "late %s from %s for %s, kept on the record", ack.status, device_id, ack.id
+                )
             elif not outcome.applied:
                 self.count(f"ack_{outcome.verdict.value}")
 
         self._write_retrying(device_id, apply, message, done)
 
     def _on_status(self, device_id: str, message: mqtt.MQTTMessage) -> None:
-        if not message.payload:  # a cleared retained status: nothing to record
-            self.session.ack(message)
-            return
-        status = decode_status(message.payload)
+        # Empty: the retained status was cleared (a replaced or revoked login): offline.
+        status = decode_status(message.payload) if message.payload else StatusMessage(False)
 
         def done(change: jobs.PresenceChange) -> None:
             if not change.known:
@@ -312,6 +347,8 @@ class Bridge:
                 status.agent,
                 _now(),
                 fresh_connect=status.online and not message.retain,
+                live=not message.retain,
+                features=status.features if message.payload else None,
             ),
             message,
             done,
@@ -371,6 +408,8 @@ class Bridge:
         undelivered commands again, in order; devices drop what they already ran."""
         self.count("connects")
         if self.stats["connects"] == 1:
+            # After the SUBSCRIBE on the wire: it returns behind every retained status.
+            self.session.publish(self._sync_topic, b"", None, partial(self._log_failure, "sync"))
             return  # the first connect: start() resumes from the store
         for shard in range(self.store.shard_count):
             again = self.store.write_shard(
@@ -428,14 +467,6 @@ class Bridge:
             return await asyncio.wrap_future(self.cancel(command_id))
         except StoreUnavailable as exc:
             raise Unavailable(str(exc)) from exc
-
-
-def _default_error(status: AckStatus) -> str | None:
-    if status is AckStatus.REJECTED:
-        return "rejected by the device"
-    if status is AckStatus.EXPIRED:
-        return "arrived after expires_at; not run"
-    return None
 
 
 __all__ = ["Bridge", "BridgeSettings", "TetherError"]

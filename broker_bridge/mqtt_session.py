@@ -162,6 +162,8 @@ class MqttSession:
         payload: bytes,
         properties: Properties | None,
         then: Callable[[BaseException | None], None],
+        *,
+        retain: bool = False,
     ) -> None:
         """Queue a QoS 1 publish; ``then(None)`` runs on the broker's PUBACK (maybe after a
         reconnect: paho keeps unacknowledged messages and sends them again), ``then(error)`` if
@@ -169,7 +171,7 @@ class MqttSession:
         # Never hold our lock while calling into paho: paho calls on_publish holding its own
         # mutex, and on_publish takes our lock. A PUBACK may beat the registration below, so
         # on_publish parks early ones in _early_acks.
-        info = self._client.publish(topic, payload, qos=1, properties=properties)
+        info = self._client.publish(topic, payload, qos=1, retain=retain, properties=properties)
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             then(ConnectionError(mqtt.error_string(info.rc)))
             return

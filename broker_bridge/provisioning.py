@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from broker_bridge.dynsec_admin import DynsecAdmin, DynsecError
@@ -25,9 +26,18 @@ log = logging.getLogger(__name__)
 
 class Provisioner:
     def __init__(
-        self, store: ShardedStore, host: str, port: int, username: str, password: str, prefix: str
+        self,
+        store: ShardedStore,
+        host: str,
+        port: int,
+        username: str,
+        password: str,
+        prefix: str,
+        *,
+        clear_status: Callable[[str], None] = lambda device_id: None,
     ) -> None:
         self.store = store
+        self._clear_status = clear_status
         self._admin_args = (host, port, username, password)
         self._prefix = prefix
         self._admin: DynsecAdmin | None = None
@@ -109,6 +119,7 @@ class Provisioner:
             except (ConnectionError, TimeoutError) as exc:
                 self._reset_admin()
                 raise Unavailable(f"the broker could not delete the credentials: {exc}") from exc
+        self._clear_status(device_id)  # the kicked device leaves no Last Will
         return record
 
     def close(self) -> None:

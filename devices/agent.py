@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import inspect
 import logging
 import queue
@@ -38,7 +39,13 @@ from devices.journal import Journal, MemoryJournal, SqliteJournal
 from devices.pipeline import CommandPipeline
 from devices.session import build_client, connect_args, offline_status, online_status
 from tether.netutil import set_tcp_nodelay
-from tether.protocol import AckMessage, DeviceEventMessage, utc_now
+from tether.protocol import (
+    AckMessage,
+    CancelNotice,
+    DeviceEventMessage,
+    decode_cancel_notice,
+    utc_now,
+)
 from tether.protocol.payloads import validate_command_name
 
 log = logging.getLogger(__name__)
@@ -60,7 +67,11 @@ class _Stop:
     pass
 
 
-_Job = _Inbound | _Stop
+class _Wake:
+    """Look at the cancel notices now (the worker was idle)."""
+
+
+_Job = _Inbound | _Stop | _Wake
 
 
 class DeviceAgent:
@@ -92,6 +103,8 @@ class DeviceAgent:
         )
         self._next_delay: float | None = None  # one-off reconnect delay (a requested reboot)
         self._jobs: queue.Queue[_Job] = queue.Queue(maxsize=settings.queue_size)
+        # Cancel notices skip the queue: they are for commands waiting in it.
+        self._cancels: collections.deque[tuple[CancelNotice, _Inbound]] = collections.deque()
         self._connected = threading.Event()
         self._stopping = threading.Event()
         self._started = False
@@ -274,8 +287,11 @@ class DeviceAgent:
             self._sweep_confirmations()
             if isinstance(job, _Stop):
                 return
-            if job is None or self._stopping.is_set():
+            if self._stopping.is_set():
                 continue  # unacknowledged: the broker delivers it again next session
+            self._take_cancels(pipeline)
+            if not isinstance(job, _Inbound):
+                continue
             try:
                 self._handle(pipeline, job)
             except JournalError:
@@ -284,6 +300,14 @@ class DeviceAgent:
                 )
             except Exception:
                 log.exception("%s: unexpected error handling a command", self._device)
+
+    def _take_cancels(self, pipeline: CommandPipeline) -> None:
+        while self._cancels:
+            notice, job = self._cancels.popleft()
+            try:
+                pipeline.cancel(notice, settle=functools.partial(self._puback, job))
+            except JournalError:
+                log.exception("%s: could not record a cancel notice", self._device)
 
     def _handle(self, pipeline: CommandPipeline, job: _Inbound) -> None:
         # PUBACK only once the journal has it (or it needs no record), and before `received`.
@@ -424,6 +448,12 @@ class DeviceAgent:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         job = _Inbound(bytes(message.payload), message.mid, message.qos, self._generation)
+        notice = decode_cancel_notice(job.payload)
+        if notice is not None:
+            self._cancels.append((notice, job))
+            with contextlib.suppress(queue.Full):  # full: the worker is busy and looks anyway
+                self._jobs.put_nowait(_Wake())
+            return
         try:
             self._jobs.put_nowait(job)
         except queue.Full:

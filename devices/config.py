@@ -13,6 +13,7 @@ from devices.events import DEFAULT_EVENT_BUFFER, OverflowPolicy
 from devices.journal import DEFAULT_KEEP
 from tether import __version__
 from tether.protocol import DEFAULT_PREFIX, ProtocolError, Topics, validate_device_id
+from tether.protocol.outcomes import FEATURE_CANCEL
 
 WEEK = 7 * 24 * 3600
 MAX_KEEPALIVE = 25  # the contract: devices use keepalive <= 25 s
@@ -63,6 +64,8 @@ class AgentSettings:
     queue_size: int = 1000
     connect_timeout: float = 10.0
     agent_name: str = AGENT_NAME
+    # Advertised in the status: "cancel" = this agent honours cancel notices (devices.core).
+    features: tuple[str, ...] = (FEATURE_CANCEL,)
     topics: Topics = field(init=False)
 
     def __post_init__(self) -> None:

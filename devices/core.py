@@ -22,6 +22,7 @@ from devices.journal import Entry
 from tether.protocol import (
     AckMessage,
     AckStatus,
+    CancelNotice,
     CommandMessage,
     ProtocolError,
     decode_command,
@@ -109,6 +110,17 @@ def plan_command(incoming: Incoming, stored: Entry | None, lookup: Lookup, now: 
             error = f"bad args: {exc_text(exc)}"
             return _finish(command_id, AckStatus.REJECTED, now, error, command)
     return Plan(Step.RUN, command_id, command, spec)
+
+
+def plan_cancel_notice(notice: CancelNotice, stored: Entry | None, now: datetime) -> Plan:
+    """An operator cancelled a command this device may hold. Not seen yet (or still waiting
+    behind a running one, unrecorded): record it as ``cancelled``, so it never runs when it
+    comes. Already finished: say again how it ended. Started: too late, its own ack follows."""
+    if stored is None:
+        return _finish(notice.id, AckStatus.CANCELLED, now, "cancelled before it started")
+    if stored.final is not None:
+        return Plan(Step.RESEND, notice.id, ack=stored.final)
+    return Plan(Step.PENDING, notice.id, reason="cancel notice for a command already running")
 
 
 def plan_recovery(entry: Entry, lookup: Lookup, now: datetime) -> Plan:

@@ -17,13 +17,14 @@ from devices.core import (
     Plan,
     Step,
     outcome_ack,
+    plan_cancel_notice,
     plan_command,
     plan_recovery,
     read_command,
     received_ack,
 )
 from devices.journal import Journal
-from tether.protocol import AckMessage
+from tether.protocol import AckMessage, CancelNotice
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,14 @@ class CommandPipeline:
         incoming = read_command(raw)
         stored = self.journal.get(incoming.command_id) if incoming.command_id else None
         plan = plan_command(incoming, stored, self.lookup, self.clock())
+        self._carry_out(plan, settle)
+        return plan
+
+    def cancel(self, notice: CancelNotice, settle: Settle = _nothing) -> Plan:
+        """A cancel notice (:func:`devices.core.plan_cancel_notice`), recorded before ``settle``
+        like a command, so a crash cannot forget it."""
+        stored = self.journal.get(notice.id)
+        plan = plan_cancel_notice(notice, stored, self.clock())
         self._carry_out(plan, settle)
         return plan
 

@@ -86,7 +86,9 @@ def connect_args(settings: AgentSettings) -> dict[str, Any]:
 
 
 def online_status(settings: AgentSettings) -> bytes:
-    return StatusMessage(online=True, at=utc_now(), agent=settings.agent_name).encode()
+    return StatusMessage(
+        online=True, at=utc_now(), agent=settings.agent_name, features=settings.features
+    ).encode()
 
 
 def offline_status() -> bytes:

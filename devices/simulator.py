@@ -147,6 +147,7 @@ class SimulatedDevice:
             reconnect_base=opts.reconnect_base,
             reconnect_cap=max(opts.reconnect_cap, opts.reconnect_base),
             agent_name="tether-simulator",
+            features=(),  # it records a command as it arrives: nothing left to cancel
         )
         topics = self.settings.topics
         self.cmd_topic = topics.cmd(self.device_id)

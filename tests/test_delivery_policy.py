@@ -173,7 +173,7 @@ def test_cancel_only_before_delivery(h: Harness) -> None:
     late = h.accept().record["id"]
     h.move(late, S.DELIVERED)
     assert (
-        h.store.write("dev", lambda tx: jobs.cancel_command(tx, early, T0)).result()["state"]
+        h.store.write("dev", lambda tx: jobs.cancel_command(tx, early, T0)).result().record["state"]
         == "cancelled"
     )
     with pytest.raises(Conflict):

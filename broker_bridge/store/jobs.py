@@ -17,7 +17,17 @@ from broker_bridge.errors import Conflict, NotFound, QueueFull, UnknownDevice
 from broker_bridge.policy import DeliveryPolicy
 from broker_bridge.store.records import Record, command_record_json, device_record
 from broker_bridge.store.shard import WriteTx
-from tether.protocol import PENDING_STATES, CommandState, Verdict, decide, format_time, parse_time
+from tether.protocol import (
+    PENDING_STATES,
+    AckMessage,
+    AckStatus,
+    CommandState,
+    Verdict,
+    decide,
+    format_time,
+    parse_time,
+)
+from tether.protocol.outcomes import CancelMode, EndedBy, is_late, plan_cancel
 from tether.protocol.states import ALLOWED_SOURCES
 
 S = CommandState
@@ -64,7 +74,7 @@ def create_device(tx: WriteTx, device_id: str, username: str, now: datetime) -> 
         "INSERT INTO devices (id, username, provisioned_at) VALUES (?, ?, ?) "
         "ON CONFLICT (id) DO UPDATE SET username = excluded.username, "
         "provisioned_at = excluded.provisioned_at, revoked_at = NULL, online = 0, "
-        "reconnects = '[]'",
+        "reconnects = '[]', status_seen = 0, confirmed = 0, features = '[]'",
         (device_id, username, format_time(now)),
     )
     row = tx.conn.execute("SELECT * FROM devices WHERE id = ?", (device_id,)).fetchone()
@@ -110,9 +120,12 @@ def update_presence(
     now: datetime,
     *,
     fresh_connect: bool = False,
+    live: bool = True,
+    features: tuple[str, ...] | None = None,
 ) -> PresenceChange:
     """Record a status message. ``fresh_connect``: a live (not retained) ``online`` status, i.e.
-    the device just connected, even if we never saw it leave (a broker crash loses Last Wills)."""
+    the device just connected, even if we never saw it leave (a broker crash loses Last Wills).
+    ``live``: not a retained replay; only the device itself confirms that it is online."""
     row = tx.conn.execute("SELECT * FROM devices WHERE id = ?", (device_id,)).fetchone()
     if row is None or row["revoked_at"] is not None:
         return PresenceChange(known=False, changed=False, came_online=False)
@@ -124,12 +137,23 @@ def update_presence(
     if came_online:
         reconnects.append(stamp)
         connected_since = stamp
+    confirmed = int(live) if came_online or not online else max(row["confirmed"], int(live))
     tx.conn.execute(
         "UPDATE devices SET online = ?, last_seen = ?, connected_since = ?, agent = ?, "
-        "reconnects = ? WHERE id = ?",
-        (int(online), stamp, connected_since, agent or row["agent"], _json(reconnects), device_id),
+        "reconnects = ?, features = ?, status_seen = 1, status_checked = 1, confirmed = ? "
+        "WHERE id = ?",
+        (
+            int(online),
+            stamp if live else row["last_seen"],
+            connected_since,
+            agent or row["agent"],
+            _json(reconnects),
+            row["features"] if features is None else _json(list(features)),
+            confirmed,
+            device_id,
+        ),
     )
-    changed = online != was_online or came_online
+    changed = online != was_online or came_online or confirmed != row["confirmed"]
     record = None
     if changed:
         fresh = tx.conn.execute("SELECT * FROM devices WHERE id = ?", (device_id,)).fetchone()
@@ -139,7 +163,32 @@ def update_presence(
 
 
 def touch_device(tx: WriteTx, device_id: str, now: datetime) -> None:
-    tx.conn.execute("UPDATE devices SET last_seen = ? WHERE id = ?", (format_time(now), device_id))
+    """The device spoke (an event or an ack): it is connected now, whatever was replayed."""
+    tx.conn.execute(
+        "UPDATE devices SET last_seen = ?, confirmed = 1 WHERE id = ?",
+        (format_time(now), device_id),
+    )
+
+
+def begin_presence_check(tx: WriteTx) -> None:
+    """Bridge start: what the store says of presence is from before. Until the broker replays a
+    device's retained status (or the device speaks), its presence is unconfirmed."""
+    tx.conn.execute("UPDATE devices SET confirmed = 0, status_checked = 0")
+
+
+def end_presence_check(tx: WriteTx, now: datetime) -> list[Record]:
+    """The broker has replayed every retained status: a device the store holds online but the
+    broker has no status for (cleared on a password change or revoke) is offline."""
+    rows = tx.conn.execute(
+        "UPDATE devices SET online = 0 WHERE online = 1 AND status_checked = 0 "
+        "AND revoked_at IS NULL RETURNING *"
+    ).fetchall()
+    records = []
+    for row in rows:
+        record = device_record(row)
+        tx.emit("presence", row["id"], record, at=format_time(now))
+        records.append(record)
+    return records
 
 
 def record_device_event(
@@ -184,7 +233,8 @@ class Accepted:
 def accept_command(tx: WriteTx, new: NewCommand, now: datetime, policy: DeliveryPolicy) -> Accepted:
     conn = tx.conn
     device = conn.execute(
-        "SELECT revoked_at, pending FROM devices WHERE id = ?", (new.device_id,)
+        "SELECT revoked_at, pending, online, status_seen FROM devices WHERE id = ?",
+        (new.device_id,),
     ).fetchone()
     if device is None or device["revoked_at"] is not None:
         raise UnknownDevice(f"no device {new.device_id!r}")
@@ -205,20 +255,25 @@ def accept_command(tx: WriteTx, new: NewCommand, now: datetime, policy: Delivery
     stamp = format_time(now)
     ttl = new.ttl if new.ttl is not None else policy.default_ttl
     expires_at = _later(now, ttl) if ttl is not None else None
+    # A device known to be offline gets nothing in its broker session: the command waits here,
+    # where cancel and TTL are exact, and goes out when the device is back (redeliver_device).
+    held = bool(device["status_seen"]) and not device["online"]
     row: dict[str, Any] = {
         "id": new.id,
         "device_id": new.device_id,
         "name": new.name,
         "args": _json(new.args),
         "state": S.QUEUED.value,
-        "attempts": 1,
+        "attempts": 0 if held else 1,
         "idempotency_key": new.idempotency_key,
         "request_hash": new.request_hash,
         "issued_at": stamp,
         "expires_at": expires_at,
         "queued_at": stamp,
-        "last_attempt_at": stamp,
-        "due_at": _min_time(_later(now, policy.redelivery_after), expires_at),
+        "last_attempt_at": None if held else stamp,
+        "due_at": expires_at
+        if held
+        else _min_time(_later(now, policy.redelivery_after), expires_at),
     }
     cur = conn.execute(
         f"INSERT INTO commands ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
@@ -231,9 +286,14 @@ def accept_command(tx: WriteTx, new: NewCommand, now: datetime, policy: Delivery
         "finished_at": None,
         "result": None,
         "error": None,
+        "ended_by": None,
+        "cancel": None,
+        "late": None,
     }
     record_json = command_record_json(row)
     tx.emit("command", new.device_id, record_json)
+    if held:
+        return Accepted(record_json, created=True)
     delivery = Delivery(
         int(cur.lastrowid or 0), new.id, new.device_id, new.name, new.args, stamp, expires_at
     )
@@ -245,6 +305,7 @@ class Transition:
     verdict: Verdict | None  # None: no such command (or it belongs to another device)
     record_json: str | None = None
     reason: str = ""
+    late: bool = False  # not a move: the device's report was kept as the late outcome
 
     @property
     def applied(self) -> bool:
@@ -268,6 +329,8 @@ def transition(
     result: Any = None,
     error: str | None = None,
     policy: DeliveryPolicy | None = None,
+    ended_by: EndedBy = EndedBy.TETHER,
+    cancel: CancelMode | None = None,
 ) -> Transition:
     """Move a command to ``target`` if that is a forward move; else change nothing.
 
@@ -285,6 +348,9 @@ def transition(
     if target.is_terminal:
         sets["finished_at"] = stamp
         sets["due_at"] = None
+        sets["ended_by"] = ended_by.value
+        if cancel is not None:
+            sets["cancel"] = cancel.value
         if target is S.SUCCEEDED:
             sets["result"] = _json(result)
         if error is not None:
@@ -333,15 +399,98 @@ _SOURCES: dict[CommandState, tuple[tuple[str, ...], str]] = {
 }
 
 
-def cancel_command(tx: WriteTx, command_id: str, now: datetime) -> Record:
-    outcome = transition(tx, command_id, S.CANCELLED, now, error="cancelled by an operator")
-    if outcome.verdict is None:
+@dataclass(frozen=True, slots=True)
+class Cancelled:
+    record: Record
+    notify_device: bool  # send the device a cancel notice: it may hold the command
+
+
+def cancel_command(tx: WriteTx, command_id: str, now: datetime) -> Cancelled:
+    """An operator's cancel, as :func:`tether.protocol.outcomes.plan_cancel` decides it."""
+    row = _command_row(tx.conn, command_id)
+    if row is None:
         raise NotFound(f"no command {command_id!r}")
-    record = outcome.record
-    assert record is not None
-    if not outcome.applied:
-        raise Conflict(f"command is already {record['state']}: too late to cancel")
-    return record
+    features = tx.conn.execute(
+        "SELECT features FROM devices WHERE id = ?", (row["device_id"],)
+    ).fetchone()
+    plan = plan_cancel(
+        CommandState(row["state"]), row["attempts"], json.loads(features[0]) if features else []
+    )
+    if plan.mode is None:
+        raise Conflict(plan.reason)
+    error = "cancelled by an operator"
+    if plan.mode is CancelMode.REQUESTED:
+        error += "; it had been handed to the broker, so the device may still run it"
+    outcome = transition(
+        tx, command_id, S.CANCELLED, now, error=error, ended_by=EndedBy.OPERATOR, cancel=plan.mode
+    )
+    assert outcome.applied and outcome.record is not None, "plan_cancel and the table disagree"
+    return Cancelled(outcome.record, plan.notify_device)
+
+
+# --- device reports -----------------------------------------------------------------------
+
+
+def record_ack(
+    tx: WriteTx, device_id: str, ack: AckMessage, now: datetime, policy: DeliveryPolicy
+) -> Transition:
+    """A device's ack: a forward move of its command, or, when the command is already final and
+    the ack tells something new, its late outcome (nothing the device reports is dropped)."""
+    outcome = transition(
+        tx,
+        ack.id,
+        ack.status.state,
+        now,
+        device_id=device_id,
+        result=ack.result,
+        error=ack.error or _default_error(ack.status),
+        policy=policy,
+        ended_by=EndedBy.DEVICE,
+    )
+    if outcome.verdict is None or outcome.applied:
+        return outcome
+    row = _command_row(tx.conn, ack.id)
+    assert row is not None
+    late = json.loads(row["late"]) if row["late"] is not None else None
+    if not is_late(
+        CommandState(row["state"]),
+        _ended_by(row),
+        row["delivered_at"] is not None,
+        late is not None and late["status"] != AckStatus.RECEIVED.value,
+        ack.status.state,
+    ):
+        return outcome
+    fact: dict[str, Any] = {"status": ack.status.value, "at": ack.at}
+    if ack.status is AckStatus.SUCCEEDED:
+        fact["result"] = ack.result
+    if ack.error is not None:
+        fact["error"] = ack.error
+    updated = tx.conn.execute(
+        "UPDATE commands SET late = ? WHERE seq = ? RETURNING *", (_json(fact), row["seq"])
+    ).fetchone()
+    touch_device(tx, device_id, now)
+    record_json = command_record_json(updated)
+    tx.emit("command", device_id, record_json, at=format_time(now))
+    return Transition(outcome.verdict, record_json, late=True)
+
+
+def _ended_by(row: sqlite3.Row) -> EndedBy | None:
+    if row["ended_by"] is not None:
+        return EndedBy(row["ended_by"])
+    # Ended before the column existed: only these three come from the device alone.
+    if row["state"] in (S.SUCCEEDED.value, S.FAILED.value, S.REJECTED.value):
+        return EndedBy.DEVICE
+    return None
+
+
+def _default_error(status: AckStatus) -> str | None:
+    if status is AckStatus.REJECTED:
+        return "rejected by the device"
+    if status is AckStatus.EXPIRED:
+        return "arrived after expires_at; not run"
+    if status is AckStatus.CANCELLED:
+        return "cancelled by the device before it started"
+    return None
 
 
 # --- delivery -----------------------------------------------------------------------------
@@ -442,7 +591,10 @@ def redeliver_online(tx: WriteTx, now: datetime, policy: DeliveryPolicy) -> list
 def resume_queued(tx: WriteTx, now: datetime, policy: DeliveryPolicy) -> list[Delivery]:
     """At bridge start: commands the broker never acknowledged are published again at once."""
     rows = tx.conn.execute(
-        "SELECT * FROM commands WHERE state = ? ORDER BY seq", (S.QUEUED.value,)
+        "SELECT c.* FROM commands c JOIN devices d ON d.id = c.device_id "
+        "WHERE c.state = ? AND (c.attempts > 0 OR d.online = 1 OR d.status_seen = 0) "
+        "ORDER BY c.seq",
+        (S.QUEUED.value,),
     ).fetchall()
     out = []
     for row in rows:

@@ -37,6 +37,8 @@ def command_record_json(row: Mapping[str, Any] | sqlite3.Row) -> str:
         f'"expires_at":{_dumps(row["expires_at"])},'
         f'"result":{row["result"] if row["result"] is not None else "null"},'
         f'"error":{_dumps(row["error"])},"idempotency_key":{_dumps(row["idempotency_key"])},'
+        f'"ended_by":{_dumps(row["ended_by"])},"cancel":{_dumps(row["cancel"])},'
+        f'"late":{row["late"] if row["late"] is not None else "null"},'
         f'"times":{{{",".join(times)}}}}}'
     )
 
@@ -61,6 +63,9 @@ def command_record(row: sqlite3.Row) -> Record:
         "result": json.loads(row["result"]) if row["result"] is not None else None,
         "error": row["error"],
         "idempotency_key": row["idempotency_key"],
+        "ended_by": row["ended_by"],
+        "cancel": row["cancel"],
+        "late": json.loads(row["late"]) if row["late"] is not None else None,
         "times": times,
     }
 
@@ -75,6 +80,9 @@ def device_record(row: sqlite3.Row) -> Record:
         "last_seen": row["last_seen"],
         "connected_since": row["connected_since"] if row["online"] else None,
         "agent": row["agent"],
+        "features": json.loads(row["features"]),
+        # online from a retained status the broker replayed, not yet from the device itself
+        "confirmed": bool(row["confirmed"]) if row["online"] else None,
         "reconnects_last_hour": len(json.loads(row["reconnects"])),
         "pending": row["pending"],
     }

@@ -59,7 +59,19 @@ CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO meta (key, value) VALUES ('events_pruned_through', '0');
 """
 
-MIGRATIONS: list[str] = [_V1]
+# Honest outcomes: who ended a command, what a cancel could promise, what the device reported
+# after the end; presence that is only trusted once the device (or the broker, now) says so.
+_V2 = """
+ALTER TABLE commands ADD COLUMN ended_by TEXT;  -- device | operator | tether
+ALTER TABLE commands ADD COLUMN cancel TEXT;  -- done | requested
+ALTER TABLE commands ADD COLUMN late TEXT;  -- JSON {status, result?, error?, at}: after the end
+ALTER TABLE devices ADD COLUMN features TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE devices ADD COLUMN status_seen INTEGER NOT NULL DEFAULT 0;  -- it ever sent a status
+ALTER TABLE devices ADD COLUMN confirmed INTEGER NOT NULL DEFAULT 0;  -- spoke since bridge start
+ALTER TABLE devices ADD COLUMN status_checked INTEGER NOT NULL DEFAULT 0;  -- broker replayed it
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -31,6 +31,7 @@ class AckStatus(enum.StrEnum):
     FAILED = "failed"
     REJECTED = "rejected"
     EXPIRED = "expired"
+    CANCELLED = "cancelled"  # only in answer to a cancel notice, for a command not started
 
     @property
     def is_final(self) -> bool:
@@ -165,6 +166,34 @@ def decode_command(raw: bytes | bytearray | str) -> CommandMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class CancelNotice:
+    """``P/{device}/cmd`` ``{"id", "cancel": true, "at"}``: an operator cancelled a command the
+    device may hold. Sent only to devices whose ``status`` lists the ``cancel`` feature; such a
+    device answers ``cancelled`` if it has not started the command, and runs nothing."""
+
+    id: str
+    at: str
+
+    def encode(self) -> bytes:
+        return encode_json({"id": self.id, "cancel": True, "at": self.at})
+
+
+def decode_cancel_notice(raw: bytes | bytearray | str) -> CancelNotice | None:
+    """The notice, or None when the payload is not one (then it is meant as a command)."""
+    try:
+        obj = decode_object(raw, "cancel notice")
+    except ProtocolError:
+        return None
+    if obj.get("cancel") is not True:
+        return None
+    command_id = obj.get("id")
+    at = obj.get("at")
+    if not isinstance(command_id, str) or not is_valid_command_id(command_id):
+        return None
+    return CancelNotice(command_id, at) if isinstance(at, str) else None
+
+
+@dataclass(frozen=True, slots=True)
 class AckMessage:
     """``P/{device}/ack``: a device's report on one command."""
 
@@ -237,6 +266,7 @@ class StatusMessage:
     online: bool
     at: str | None = None
     agent: str | None = None
+    features: tuple[str, ...] = ()  # e.g. ("cancel",): what the device supports beyond the base
 
     def encode(self) -> bytes:
         obj: JSONObject = {"online": self.online}
@@ -244,6 +274,8 @@ class StatusMessage:
             obj["at"] = self.at
         if self.agent is not None:
             obj["agent"] = self.agent
+        if self.features:
+            obj["features"] = list(self.features)
         return encode_json(obj)
 
 
@@ -257,4 +289,9 @@ def decode_status(raw: bytes | bytearray | str) -> StatusMessage:
     agent = obj.get("agent")
     if agent is not None and not isinstance(agent, str):
         raise ProtocolError(what, f"must be a string, got {type(agent).__name__}", "agent")
-    return StatusMessage(online, at, agent)
+    features = obj.get("features", [])
+    if not isinstance(features, list) or not all(
+        isinstance(f, str) and 0 < len(f) <= 64 for f in features
+    ):
+        raise ProtocolError(what, "must be a list of short strings", "features")
+    return StatusMessage(online, at, agent, tuple(features[:32]))
