@@ -156,7 +156,9 @@ def test_device_offline_longer_than_its_broker_session(
     away = send_counts(bridge, "away-0", range(10, 30)) + send_counts(
         bridge, "away-1", range(30, 50)
     )
-    wait_until(lambda: all(bridge.state(i) == "sent" for i in away), what="queued by the broker")
+    # Known offline: held in the store, not in the broker sessions (issue 13), so losing the
+    # sessions below loses nothing even in principle; the store alone gets them there.
+    assert all((bridge.state(i), bridge.command(i)["attempts"]) == ("queued", 0) for i in away)
     for device_id in ("away-0", "away-1"):
         creds = agents.creds[device_id]
         ender = ProbeClient(
@@ -179,9 +181,9 @@ def test_device_offline_longer_than_its_broker_session(
         runs,
         accepted=before + away,
         strays=strays,
-    ).note(f"{len(away)} cmds were queued in the lost sessions")
+    ).note(f"{len(away)} cmds were held in the store while the sessions were lost")
     check(outcome)
-    assert all(stored[i]["attempts"] >= 2 for i in away)  # published again, from the store
+    assert all(stored[i]["attempts"] == 1 for i in away)  # published once, from the store
 
 
 @pytest.mark.parametrize("mqtt_version", ["5", "3.1.1"])

@@ -77,12 +77,14 @@ class Outcome:
     lost: dict[str, str] = field(default_factory=dict)  # command id -> why
     duplicated: dict[str, int] = field(default_factory=dict)  # command id -> runs
     unexpected: dict[str, str] = field(default_factory=dict)  # command id (or tag) -> why
+    # ran, but its record says it did not (a never-ran state with no late outcome to correct it)
+    said_not_run: dict[str, str] = field(default_factory=dict)
     states: Counter[str] = field(default_factory=Counter)
     notes: list[str] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
-        return not (self.lost or self.duplicated or self.unexpected)
+        return not (self.lost or self.duplicated or self.unexpected or self.said_not_run)
 
     def note(self, text: str) -> Outcome:
         self.notes.append(text)
@@ -92,7 +94,8 @@ class Outcome:
         states = ", ".join(f"{s} {n}" for s, n in sorted(self.states.items()))
         text = (
             f"{self.fault}: {self.commands} commands: ok {self.ok}, lost {len(self.lost)}, "
-            f"duplicated {len(self.duplicated)}, unexpected {len(self.unexpected)} ({states})"
+            f"duplicated {len(self.duplicated)}, unexpected {len(self.unexpected)}, "
+            f"said not run but ran {len(self.said_not_run)} ({states})"
         )
         return text + (f"; {'; '.join(self.notes)}" if self.notes else "")
 
@@ -102,6 +105,7 @@ class Outcome:
             ("lost", self.lost),
             ("duplicated", self.duplicated),
             ("unexpected", self.unexpected),
+            ("said not run but ran", self.said_not_run),
         ):
             if found:
                 sample = list(found.items())[:limit]
@@ -152,8 +156,10 @@ def classify(
             outcome.unexpected[command_id] = f"states moved backwards: {histories[command_id]}"  # type: ignore[index]
         elif not CommandState(state).is_terminal:
             outcome.lost[command_id] = f"still {state} (attempts {row.get('attempts')})"
+        elif state in NEVER_RAN and ran and not _late_run(row):
+            outcome.said_not_run[command_id] = f"{state} but it ran, and the record does not say so"
         elif state in NEVER_RAN and ran:
-            outcome.unexpected[command_id] = f"{state} but it ran"
+            outcome.unexpected[command_id] = f"{state} but it ran (the record says so: late)"
         elif state in RAN_ONCE and not ran:
             outcome.lost[command_id] = f"{state} but it never ran"
         elif state not in permitted:
@@ -164,6 +170,14 @@ def classify(
     for stray in strays:
         outcome.unexpected[f"stray:{stray}"] = "ran, but no stored command carries it"
     return outcome
+
+
+def _late_run(row: Mapping[str, Any]) -> bool:
+    """The record itself says the device went on to run it (its late outcome)."""
+    late = row.get("late")
+    if isinstance(late, str):
+        late = json.loads(late)
+    return isinstance(late, dict) and late.get("status") in ("received", "succeeded", "failed")
 
 
 def runs_by_id(
@@ -224,14 +238,16 @@ def summary_table() -> str:
         "",
         f"Run started {_RUN_STARTED}; {len(_ROWS)} rows. Columns count commands.",
         "",
-        "| fault | commands | ok | lost | duplicated | unexpected | result | notes | test |",
-        "|---|---:|---:|---:|---:|---:|---|---|---|",
+        "| fault | commands | ok | lost | duplicated | unexpected | said not run, but ran "
+        "| result | notes | test |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---|---|",
     ]
     for test, o, verdict in _ROWS:
         notes = "; ".join(o.notes).replace("|", "\\|")
         lines.append(
             f"| {o.fault} | {o.commands} | {o.ok} | {len(o.lost)} | {len(o.duplicated)} | "
-            f"{len(o.unexpected)} | {verdict} | {notes} | `{test.split('::')[-1]}` |"
+            f"{len(o.unexpected)} | {len(o.said_not_run)} | {verdict} | {notes} | "
+            f"`{test.split('::')[-1]}` |"
         )
     return "\n".join(lines) + "\n"
 
