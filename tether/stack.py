@@ -28,6 +28,7 @@ from mosquitto.config import (
 )
 from mosquitto.process import MosquittoProcess, die_with_parent, port_in_use
 from tether.credentials import new_secret
+from tether.datadir_lock import DataDirBusy, DataDirLock
 from tether.fleet import ProvisioningError, numbered_ids, provision_fleet
 
 ADMIN_TOKEN_FILE = "admin-token"
@@ -75,7 +76,14 @@ def load_or_create_admin_token(data_dir: Path) -> str:
 class Child:
     """A supervised subprocess with its output in a log file."""
 
-    def __init__(self, name: str, argv: list[str], log_path: Path, env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        log_path: Path,
+        env: dict[str, str],
+        pass_fds: tuple[int, ...] = (),
+    ) -> None:
         self.name = name
         self.log_path = log_path
         log: IO[bytes] = log_path.open("ab")
@@ -87,6 +95,7 @@ class Child:
                 stdin=subprocess.DEVNULL,
                 env=env,
                 preexec_fn=die_with_parent,
+                pass_fds=pass_fds,
             )
         finally:
             log.close()
@@ -111,8 +120,10 @@ class Child:
 
 
 class Stack:
-    def __init__(self, settings: StackSettings) -> None:
+    def __init__(self, settings: StackSettings, lock: DataDirLock) -> None:
+        """``lock`` holds ``settings.data_dir``: take it before anything touches the directory."""
         self.settings = settings
+        self.lock = lock
         self.data_dir = settings.data_dir.resolve()
         self.logs = self.data_dir / "logs"
         self.broker: MosquittoProcess | None = None
@@ -166,6 +177,7 @@ class Stack:
 
         started = self._step(2, total, f"bridge and gateway on {self.url}")
         env = {**os.environ, "TETHER_ADMIN_TOKEN": self.token}
+        gateway_env = {**env, **self.lock.child_env()}  # the gateway shares the data dir lock
         argv = [
             sys.executable,
             "-m",
@@ -182,7 +194,9 @@ class Stack:
         ]
         if s.shards is not None:
             argv += ["--shards", str(s.shards)]
-        gateway = Child("gateway", argv, self.logs / "gateway.log", env)
+        gateway = Child(
+            "gateway", argv, self.logs / "gateway.log", gateway_env, pass_fds=(self.lock.fd,)
+        )
         self.children.append(gateway)
         self._wait_ready(gateway)
         self._done(started)
@@ -315,7 +329,21 @@ class Stack:
 
 
 def run_up(settings: StackSettings) -> int:
-    stack = Stack(settings)
+    try:
+        lock = DataDirLock.acquire(
+            settings.data_dir, "up", mqtt_port=settings.mqtt_port, http_port=settings.http_port
+        )
+    except DataDirBusy as exc:
+        print(f"tether up: {exc}", file=sys.stderr, flush=True)
+        return 2
+    except OSError as exc:
+        print(f"tether up: cannot use {settings.data_dir}: {exc}", file=sys.stderr, flush=True)
+        return 2
+    with lock:
+        return _run_locked(Stack(settings, lock))
+
+
+def _run_locked(stack: Stack) -> int:
     signal.signal(signal.SIGTERM, stack.request_stop)
     signal.signal(signal.SIGINT, stack.request_stop)
     try:
