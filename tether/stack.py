@@ -73,6 +73,23 @@ def load_or_create_admin_token(data_dir: Path) -> str:
     return token
 
 
+def open_private_log(path: Path) -> IO[bytes]:
+    """Open a log for appending, readable by its owner only (0600, also if it existed): logs
+    carry device ids, addresses and, before redaction existed, tokens."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "ab")
+
+
+def prepare_logs_dir(logs: Path) -> None:
+    """``logs/`` (0700) with every log file in it 0600, including ones an older version left."""
+    logs.mkdir(mode=0o700, exist_ok=True)
+    logs.chmod(0o700)
+    for entry in logs.iterdir():
+        if entry.is_file():
+            entry.chmod(0o600)
+
+
 class Child:
     """A supervised subprocess with its output in a log file."""
 
@@ -86,7 +103,7 @@ class Child:
     ) -> None:
         self.name = name
         self.log_path = log_path
-        log: IO[bytes] = log_path.open("ab")
+        log: IO[bytes] = open_private_log(log_path)
         try:
             self.proc = subprocess.Popen(
                 argv,
@@ -151,7 +168,11 @@ class Stack:
             prepare_data_dir(self.data_dir)
         except BrokerConfigError as exc:
             raise StackError(str(exc)) from None
-        self.logs.mkdir(exist_ok=True)
+        try:
+            prepare_logs_dir(self.logs)
+            open_private_log(self.logs / "mosquitto.log").close()  # Mosquitto's, 0600 too
+        except OSError as exc:
+            raise StackError(f"cannot prepare {self.logs}: {exc}") from None
         if port_in_use(s.http_port, s.http_host):
             raise StackError(
                 f"HTTP port {s.http_port} is already in use; choose another with --http-port"

@@ -14,6 +14,7 @@ import uvicorn
 
 from broker_bridge.cli import add_bridge_flags, bridge_settings, hold_data_dir
 from tether.flags import add_broker_flags, add_http_address_flags, env_default
+from tether.log_redaction import install_redaction, secrets_in
 from tether.protocol import CommandState
 from ui_gateway.auth import TokenTable
 from ui_gateway.server import uvicorn_config
@@ -49,6 +50,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         return 2
     with lock:
         config = uvicorn_config(bridge_settings(args), tokens, gateway_settings(args))
+        install_redaction(secrets_in(args))  # again: uvicorn has just set up its own handlers
         server = uvicorn.Server(config)
         server.run()
         return 0 if server.started else 1
