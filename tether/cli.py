@@ -16,6 +16,7 @@ from mosquitto.config import (
 )
 from mosquitto.process import MosquittoProcess
 from tether.flags import add_broker_flags, add_http_address_flags, broker_settings, env_default
+from tether.log_redaction import install_redaction, secrets_in
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -153,6 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    install_redaction(secrets_in(args))  # no token reaches a log line, whoever logs it
     handler: Handler = args.handler
     try:
         return handler(args)

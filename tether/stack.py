@@ -28,6 +28,7 @@ from mosquitto.config import (
 )
 from mosquitto.process import MosquittoProcess, die_with_parent, port_in_use
 from tether.credentials import new_secret
+from tether.datadir_lock import DataDirBusy, DataDirLock
 from tether.fleet import ProvisioningError, numbered_ids, provision_fleet
 
 ADMIN_TOKEN_FILE = "admin-token"
@@ -72,13 +73,37 @@ def load_or_create_admin_token(data_dir: Path) -> str:
     return token
 
 
+def open_private_log(path: Path) -> IO[bytes]:
+    """Open a log for appending, readable by its owner only (0600, also if it existed): logs
+    carry device ids, addresses and, before redaction existed, tokens."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "ab")
+
+
+def prepare_logs_dir(logs: Path) -> None:
+    """``logs/`` (0700) with every log file in it 0600, including ones an older version left."""
+    logs.mkdir(mode=0o700, exist_ok=True)
+    logs.chmod(0o700)
+    for entry in logs.iterdir():
+        if entry.is_file():
+            entry.chmod(0o600)
+
+
 class Child:
     """A supervised subprocess with its output in a log file."""
 
-    def __init__(self, name: str, argv: list[str], log_path: Path, env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        log_path: Path,
+        env: dict[str, str],
+        pass_fds: tuple[int, ...] = (),
+    ) -> None:
         self.name = name
         self.log_path = log_path
-        log: IO[bytes] = log_path.open("ab")
+        log: IO[bytes] = open_private_log(log_path)
         try:
             self.proc = subprocess.Popen(
                 argv,
@@ -87,6 +112,7 @@ class Child:
                 stdin=subprocess.DEVNULL,
                 env=env,
                 preexec_fn=die_with_parent,
+                pass_fds=pass_fds,
             )
         finally:
             log.close()
@@ -111,8 +137,10 @@ class Child:
 
 
 class Stack:
-    def __init__(self, settings: StackSettings) -> None:
+    def __init__(self, settings: StackSettings, lock: DataDirLock) -> None:
+        """``lock`` holds ``settings.data_dir``: take it before anything touches the directory."""
         self.settings = settings
+        self.lock = lock
         self.data_dir = settings.data_dir.resolve()
         self.logs = self.data_dir / "logs"
         self.broker: MosquittoProcess | None = None
@@ -140,7 +168,11 @@ class Stack:
             prepare_data_dir(self.data_dir)
         except BrokerConfigError as exc:
             raise StackError(str(exc)) from None
-        self.logs.mkdir(exist_ok=True)
+        try:
+            prepare_logs_dir(self.logs)
+            open_private_log(self.logs / "mosquitto.log").close()  # Mosquitto's, 0600 too
+        except OSError as exc:
+            raise StackError(f"cannot prepare {self.logs}: {exc}") from None
         if port_in_use(s.http_port, s.http_host):
             raise StackError(
                 f"HTTP port {s.http_port} is already in use; choose another with --http-port"
@@ -166,6 +198,7 @@ class Stack:
 
         started = self._step(2, total, f"bridge and gateway on {self.url}")
         env = {**os.environ, "TETHER_ADMIN_TOKEN": self.token}
+        gateway_env = {**env, **self.lock.child_env()}  # the gateway shares the data dir lock
         argv = [
             sys.executable,
             "-m",
@@ -182,7 +215,9 @@ class Stack:
         ]
         if s.shards is not None:
             argv += ["--shards", str(s.shards)]
-        gateway = Child("gateway", argv, self.logs / "gateway.log", env)
+        gateway = Child(
+            "gateway", argv, self.logs / "gateway.log", gateway_env, pass_fds=(self.lock.fd,)
+        )
         self.children.append(gateway)
         self._wait_ready(gateway)
         self._done(started)
@@ -315,7 +350,21 @@ class Stack:
 
 
 def run_up(settings: StackSettings) -> int:
-    stack = Stack(settings)
+    try:
+        lock = DataDirLock.acquire(
+            settings.data_dir, "up", mqtt_port=settings.mqtt_port, http_port=settings.http_port
+        )
+    except DataDirBusy as exc:
+        print(f"tether up: {exc}", file=sys.stderr, flush=True)
+        return 2
+    except OSError as exc:
+        print(f"tether up: cannot use {settings.data_dir}: {exc}", file=sys.stderr, flush=True)
+        return 2
+    with lock:
+        return _run_locked(Stack(settings, lock))
+
+
+def _run_locked(stack: Stack) -> int:
     signal.signal(signal.SIGTERM, stack.request_stop)
     signal.signal(signal.SIGINT, stack.request_stop)
     try:

@@ -12,8 +12,9 @@ from typing import Any
 import httpx
 import uvicorn
 
-from broker_bridge.cli import add_bridge_flags, bridge_settings
+from broker_bridge.cli import add_bridge_flags, bridge_settings, hold_data_dir
 from tether.flags import add_broker_flags, add_http_address_flags, env_default
+from tether.log_redaction import install_redaction, secrets_in
 from tether.protocol import CommandState
 from ui_gateway.auth import TokenTable
 from ui_gateway.server import uvicorn_config
@@ -44,10 +45,15 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     if not len(tokens):
         print("tether: no tokens: set TETHER_ADMIN_TOKEN or pass --tokens-file", file=sys.stderr)
         return 2
-    config = uvicorn_config(bridge_settings(args), tokens, gateway_settings(args))
-    server = uvicorn.Server(config)
-    server.run()
-    return 0 if server.started else 1
+    lock = hold_data_dir(args, "gateway")
+    if lock is None:
+        return 2
+    with lock:
+        config = uvicorn_config(bridge_settings(args), tokens, gateway_settings(args))
+        install_redaction(secrets_in(args))  # again: uvicorn has just set up its own handlers
+        server = uvicorn.Server(config)
+        server.run()
+        return 0 if server.started else 1
 
 
 # --- client commands ----------------------------------------------------------------------
