@@ -248,7 +248,48 @@ def test_fleet_metrics_health_openapi(gateway: RunningGateway, device: DeviceAge
 def test_revoke_through_the_api(gateway: RunningGateway, device: DeviceAgent) -> None:
     with gateway.client(Role.ADMIN) as client:
         assert client.delete("/api/devices/pump-1").status_code == 200
-        assert client.get("/api/devices/pump-1").status_code == 404
+        assert client.get("/api/devices/pump-1").json()["revoked"] is True
         refused = client.post("/api/devices/pump-1/commands", json={"name": "echo"})
         assert (refused.status_code, error_code(refused)) == (404, "unknown_device")
     assert wait_until(lambda: not device.connected, what="the revoked agent is cut off")
+
+
+def test_a_revoked_device_keeps_its_record_and_history(
+    gateway: RunningGateway, device: DeviceAgent
+) -> None:
+    with gateway.client(Role.ADMIN) as client:
+        command = client.post("/api/devices/pump-1/commands", json={"name": "echo"}).json()
+        wait_state(gateway, command["id"], "succeeded")
+        revoked = client.delete("/api/devices/pump-1").json()
+        assert revoked["revoked"] is True and revoked["revoked_at"]
+    with gateway.client(Role.VIEWER) as viewer:
+        one = viewer.get("/api/devices/pump-1")
+        assert one.status_code == 200
+        record = one.json()
+        assert (record["revoked"], record["revoked_at"], record["online"]) == (
+            True,
+            revoked["revoked_at"],
+            False,
+        )
+        assert record["last_command"]["id"] == command["id"]
+        history = viewer.get("/api/devices/pump-1/commands")
+        assert history.status_code == 200
+        assert [(c["id"], c["state"]) for c in history.json()["commands"]] == [
+            (command["id"], "succeeded")
+        ]
+        assert viewer.get("/api/devices").json()["devices"] == []
+        listed = viewer.get("/api/devices?revoked=true").json()["devices"]
+        assert [(d["id"], d["revoked"]) for d in listed] == [("pump-1", True)]
+        assert viewer.get("/api/devices?revoked=false").json()["devices"] == []
+        assert error_code(viewer.get("/api/devices?revoked=yes")) == "bad_request"
+        assert error_code(viewer.get("/api/devices/ghost/commands")) == "unknown_device"
+    with gateway.client(Role.ADMIN) as client:
+        refused = client.post("/api/devices/pump-1/commands", json={"name": "echo"})
+        assert (refused.status_code, error_code(refused)) == (404, "unknown_device")
+        again = client.delete("/api/devices/pump-1")
+        assert (again.status_code, error_code(again)) == (404, "unknown_device")
+        assert client.post("/api/devices", json={"id": "pump-1"}).status_code == 201
+        back = client.get("/api/devices/pump-1").json()
+        assert (back["revoked"], back["revoked_at"]) == (False, None)
+        kept = client.get("/api/devices/pump-1/commands").json()["commands"]
+        assert [c["id"] for c in kept] == [command["id"]]

@@ -13,7 +13,7 @@ from tether.protocol import CommandState, validate_device_id
 from ui_gateway.auth import Role
 from ui_gateway.context import gateway_of
 from ui_gateway.errors import ApiError, bad_request, not_found
-from ui_gateway.requests import parse_send, query_int, read_json_body
+from ui_gateway.requests import parse_send, query_bool, query_int, read_json_body
 
 
 def _device_id(request: Request) -> str:
@@ -43,7 +43,8 @@ async def revoke_device(request: Request) -> Response:
 async def list_all_devices(request: Request) -> Response:
     gateway = gateway_of(request)
     gateway.authenticate(request, Role.VIEWER)
-    results = await gateway.bridge.store.fan_out(list_devices)
+    revoked = query_bool(request, "revoked", False)
+    results = await gateway.bridge.store.fan_out(lambda c: list_devices(c, revoked=revoked))
     devices = sorted(
         (d for r in results if r.ok and r.value for d in r.value), key=lambda d: str(d["id"])
     )
@@ -60,7 +61,9 @@ async def one_device(request: Request) -> Response:
     gateway = gateway_of(request)
     gateway.authenticate(request, Role.VIEWER)
     device_id = _device_id(request)
-    record = await gateway.bridge.store.aread_device(device_id, lambda c: get_device(c, device_id))
+    record = await gateway.bridge.store.aread_device(
+        device_id, lambda c: get_device(c, device_id, include_revoked=True)
+    )
     if record is None:
         raise ApiError(404, "unknown_device", f"no device {device_id!r}")
     return JSONResponse(record)
@@ -95,7 +98,9 @@ async def command_history(request: Request) -> Response:
     limit = query_int(request, "limit", 50, 1, gateway.settings.history_limit)
     before = request.query_params.get("before")
     store = gateway.bridge.store
-    known = await store.aread_device(device_id, lambda c: get_device(c, device_id))
+    known = await store.aread_device(
+        device_id, lambda c: get_device(c, device_id, include_revoked=True)
+    )
     if known is None:
         raise ApiError(404, "unknown_device", f"no device {device_id!r}")
     records = await store.aread_device(

@@ -109,6 +109,7 @@ SCHEMAS: dict[str, Any] = {
             "username": {"type": "string"},
             "provisioned_at": {"type": "string", "format": "date-time"},
             "revoked": {"type": "boolean"},
+            "revoked_at": {"type": ["string", "null"], "format": "date-time"},
             "online": {"type": "boolean"},
             "last_seen": {"type": ["string", "null"], "format": "date-time"},
             "connected_since": {"type": ["string", "null"], "format": "date-time"},
@@ -160,8 +161,19 @@ def openapi_document() -> dict[str, Any]:
         "paths": {
             "/api/devices": {
                 "get": {
-                    "summary": "All devices",
-                    "responses": {**_ok("devices", "DeviceList"), **COMMON},
+                    "summary": "All active devices; with ?revoked=true the revoked ones instead",
+                    "parameters": [
+                        {
+                            "name": "revoked",
+                            "in": "query",
+                            "schema": {"type": "string", "enum": ["true", "false"]},
+                        }
+                    ],
+                    "responses": {
+                        **_ok("devices", "DeviceList"),
+                        "400": _error("bad query"),
+                        **COMMON,
+                    },
                 },
                 "post": {
                     "summary": "Provision a device (admin); the password is shown once",
@@ -190,7 +202,7 @@ def openapi_document() -> dict[str, Any]:
             "/api/devices/{device_id}": {
                 "parameters": [DEVICE_PARAM],
                 "get": {
-                    "summary": "One device",
+                    "summary": "One device; a revoked one too, marked revoked",
                     "responses": {
                         **_ok("device", "Device"),
                         "404": _error("unknown device"),
@@ -209,7 +221,7 @@ def openapi_document() -> dict[str, Any]:
             "/api/devices/{device_id}/commands": {
                 "parameters": [DEVICE_PARAM],
                 "get": {
-                    "summary": "Command history, newest first",
+                    "summary": "Command history, newest first (kept after a revoke)",
                     "parameters": [
                         {
                             "name": "state",

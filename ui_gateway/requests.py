@@ -89,6 +89,15 @@ def parse_send(body: Any, idempotency_key: str | None) -> SendRequest:
     return SendRequest(name, args, float(ttl) if ttl is not None else None, idempotency_key)
 
 
+def query_bool(request: Request, name: str, default: bool) -> bool:
+    text = request.query_params.get(name)
+    if text is None:
+        return default
+    if text not in ("true", "false"):
+        raise bad_request(f"?{name} must be true or false")
+    return text == "true"
+
+
 def query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
     text = request.query_params.get(name)
     if text is None:

@@ -3,7 +3,8 @@
 Three tasks per connection: the reader handles client frames (each send in its own task, so a
 burst is not serialised on commit latency), the streamer turns stored events into frames, and
 the writer drains the bounded outbox. A client that lets the outbox fill is cut off with close
-code 1013; it resumes from its last cursor.
+code 1013; it resumes from its last cursor. The ``accepted`` (or ``error``) reply of a send or
+cancel is written before any event of its command: :mod:`ui_gateway.ordering` holds events back.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -24,6 +26,7 @@ from ui_gateway.auth import Principal, Role
 from ui_gateway.context import Gateway, gateway_of
 from ui_gateway.errors import ApiError, as_api_error, error_body, error_response
 from ui_gateway.hub import SubscriberTooSlow
+from ui_gateway.ordering import AcceptedFirst
 from ui_gateway.requests import parse_send
 from ui_gateway.stream import Reset, encode_event_message, event_stream
 
@@ -44,13 +47,38 @@ class Connection:
         self.outbox: asyncio.Queue[str] = asyncio.Queue(gateway.settings.client_queue)
         self.sends = asyncio.Semaphore(gateway.settings.max_inflight_sends)
         self.tasks: set[asyncio.Task[None]] = set()
+        self.order = AcceptedFirst()
+        self.overflowed = asyncio.Event()  # set by any task that found the outbox full
 
     def post(self, message: dict[str, Any] | str) -> None:
         text = message if isinstance(message, str) else json.dumps(message, separators=(",", ":"))
         try:
             self.outbox.put_nowait(text)
         except asyncio.QueueFull:
+            self.overflowed.set()
             raise ClientTooSlow from None
+
+    def post_event(self, text: str, *, command: bool) -> None:
+        for frame in self.order.event(text, command=command):
+            self.post(frame)
+        if self.order.held > self.gateway.settings.client_queue:
+            self.overflowed.set()
+            raise ClientTooSlow
+
+    @contextlib.contextmanager
+    def replying(self) -> Iterator[None]:
+        """Around a send or cancel: its events wait until its reply is in the outbox."""
+        ticket = self.order.begin()
+        try:
+            yield
+        finally:
+            for frame in self.order.end(ticket):
+                self.post(frame)
+
+    async def watch_overflow(self) -> None:
+        """A send task that overflows the outbox cannot end the connection itself: this does."""
+        await self.overflowed.wait()
+        raise ClientTooSlow
 
     def post_error(self, ref: Any, error: ApiError) -> None:
         self.post({"type": "error", "ref": ref, **error_body(error.code, error.message)})
@@ -70,9 +98,10 @@ class Connection:
             page=gateway.settings.replay_page,
         ):
             if isinstance(item, Reset):
-                self.post({"type": "reset", "reason": item.reason})
+                reset = json.dumps({"type": "reset", "reason": item.reason}, separators=(",", ":"))
+                self.post_event(reset, command=False)
                 return
-            self.post(encode_event_message(item))
+            self.post_event(encode_event_message(item), command=item.event.kind == "command")
 
     async def reader(self) -> None:
         while True:
@@ -113,25 +142,27 @@ class Connection:
     async def send(self, frame: dict[str, Any]) -> None:
         ref = frame.get("ref")
         async with self.sends:
-            try:
-                device_id = frame.get("device")
-                validate_device_id(device_id)
-                assert isinstance(device_id, str)
-                request = parse_send(frame, frame.get("idempotency_key"))
-                accepted = await self.gateway.bridge.asend(
-                    device_id,
-                    request.name,
-                    request.args,
-                    ttl=request.ttl,
-                    idempotency_key=request.idempotency_key,
-                    request_hash=request.request_hash,
+            with self.replying():
+                try:
+                    device_id = frame.get("device")
+                    validate_device_id(device_id)
+                    assert isinstance(device_id, str)
+                    request = parse_send(frame, frame.get("idempotency_key"))
+                    accepted = await self.gateway.bridge.asend(
+                        device_id,
+                        request.name,
+                        request.args,
+                        ttl=request.ttl,
+                        idempotency_key=request.idempotency_key,
+                        request_hash=request.request_hash,
+                    )
+                except Exception as exc:
+                    self.post_error(ref, as_api_error(exc))
+                    return
+                self.post(
+                    f'{{"type":"accepted","ref":{json.dumps(ref)},'
+                    f'"command":{accepted.record_json}}}'
                 )
-            except Exception as exc:
-                self.post_error(ref, as_api_error(exc))
-                return
-            self.post(
-                f'{{"type":"accepted","ref":{json.dumps(ref)},"command":{accepted.record_json}}}'
-            )
 
     async def cancel(self, frame: dict[str, Any]) -> None:
         ref = frame.get("ref")
@@ -139,12 +170,13 @@ class Connection:
         if not isinstance(command_id, str) or not command_id:
             self.post_error(ref, ApiError(400, "bad_request", "cancel needs a command_id"))
             return
-        try:
-            record = await self.gateway.bridge.acancel(command_id)
-        except Exception as exc:
-            self.post_error(ref, as_api_error(exc))
-            return
-        self.post({"type": "accepted", "ref": ref, "command": record})
+        with self.replying():
+            try:
+                record = await self.gateway.bridge.acancel(command_id)
+            except Exception as exc:
+                self.post_error(ref, as_api_error(exc))
+                return
+            self.post({"type": "accepted", "ref": ref, "command": record})
 
 
 async def websocket_endpoint(websocket: WebSocket) -> None:
@@ -168,6 +200,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         asyncio.create_task(connection.writer(), name="ws-writer"),
         asyncio.create_task(connection.streamer(cursor), name="ws-streamer"),
         asyncio.create_task(connection.reader(), name="ws-reader"),
+        asyncio.create_task(connection.watch_overflow(), name="ws-overflow"),
     ]
     close_code: int | None = None  # None: keep serving; -1: the client left
     reason = ""

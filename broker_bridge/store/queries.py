@@ -40,10 +40,15 @@ def device_commands(
     return [command_record(row) for row in conn.execute(sql, params)]
 
 
-def get_device(conn: sqlite3.Connection, device_id: str) -> Record | None:
-    row = conn.execute(
-        "SELECT * FROM devices WHERE id = ? AND revoked_at IS NULL", (device_id,)
-    ).fetchone()
+def get_device(
+    conn: sqlite3.Connection, device_id: str, *, include_revoked: bool = False
+) -> Record | None:
+    """A device with its last command; a revoked one only with ``include_revoked`` (its record
+    says ``revoked``): its history stays readable, but it is gone for sends and provisioning."""
+    sql = "SELECT * FROM devices WHERE id = ?"
+    if not include_revoked:
+        sql += " AND revoked_at IS NULL"
+    row = conn.execute(sql, (device_id,)).fetchone()
     if row is None:
         return None
     record = device_record(row)
@@ -54,10 +59,12 @@ def get_device(conn: sqlite3.Connection, device_id: str) -> Record | None:
     return record
 
 
-def list_devices(conn: sqlite3.Connection) -> list[Record]:
+def list_devices(conn: sqlite3.Connection, *, revoked: bool = False) -> list[Record]:
+    """The shard's active devices, or with ``revoked`` its revoked ones."""
+    where = "revoked_at IS NOT NULL" if revoked else "revoked_at IS NULL"
     return [
         device_record(row)
-        for row in conn.execute("SELECT * FROM devices WHERE revoked_at IS NULL ORDER BY id")
+        for row in conn.execute(f"SELECT * FROM devices WHERE {where} ORDER BY id")
     ]
 
 

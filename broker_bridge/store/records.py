@@ -76,6 +76,7 @@ def device_record(row: sqlite3.Row) -> Record:
         "username": row["username"],
         "provisioned_at": row["provisioned_at"],
         "revoked": row["revoked_at"] is not None,
+        "revoked_at": row["revoked_at"],
         "online": bool(row["online"]),
         "last_seen": row["last_seen"],
         "connected_since": row["connected_since"] if row["online"] else None,
