@@ -459,6 +459,9 @@ class Bridge:
     async def aprovision(self, device_id: str) -> tuple[Record, str]:
         return await asyncio.to_thread(self.provisioner.provision, device_id)
 
+    async def arotate(self, device_id: str) -> tuple[Record, str]:
+        return await asyncio.to_thread(self.provisioner.rotate, device_id)
+
     async def arevoke(self, device_id: str) -> Record:
         return await asyncio.to_thread(self.provisioner.revoke, device_id)
 

@@ -130,6 +130,10 @@ class DynsecAdmin:
     def create_device(self, device_id: str, username: str, password: str) -> None:
         self.execute(dynsec.create_device_commands(self.prefix, device_id, username, password))
 
+    def set_password(self, username: str, password: str) -> None:
+        """A new password; the broker disconnects a client logged in with the old one."""
+        self.execute([{"command": "setClientPassword", "username": username, "password": password}])
+
     def delete_device(self, device_id: str, username: str) -> None:
         self.execute(dynsec.delete_device_commands(device_id, username))
 

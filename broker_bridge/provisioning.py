@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from broker_bridge.dynsec_admin import DynsecAdmin, DynsecError
-from broker_bridge.errors import Conflict, Unavailable
+from broker_bridge.errors import Conflict, Unavailable, UnknownDevice
 from broker_bridge.store import jobs
 from broker_bridge.store.queries import get_device
 from broker_bridge.store.records import Record
@@ -89,6 +89,27 @@ class Provisioner:
                 if isinstance(exc, StoreUnavailable):
                     raise Unavailable(str(exc)) from exc
                 raise
+        return record, password
+
+    def rotate(self, device_id: str) -> tuple[Record, str]:
+        """A new password for an existing device. The broker drops the device's connection (it
+        logged in with the old one), and its retained ``online`` is cleared so that nobody,
+        after a restart either, takes it for connected until it logs in with the new one. Its
+        commands and history stay; pending ones wait for it."""
+        validate_device_id(device_id)
+        record = self.store.read(
+            self.store.shard_of(device_id), lambda c: get_device(c, device_id)
+        ).result()
+        if record is None:
+            raise UnknownDevice(f"no device {device_id!r}")
+        password = new_secret()
+        with self._lock:
+            try:
+                self._with_admin().set_password(record["username"], password)
+            except (ConnectionError, TimeoutError, DynsecError) as exc:
+                self._reset_admin()
+                raise Unavailable(f"the broker could not change the password: {exc}") from exc
+        self._clear_status(device_id)
         return record, password
 
     def _undo(self, device_id: str, username: str) -> None:

@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 
@@ -31,7 +32,10 @@ def provision_fleet(
     *,
     workers: int = 8,
     progress: Callable[[int], None] = lambda done: None,
+    rotate: bool = False,
 ) -> list[dict[str, str]]:
+    """``rotate``: devices that exist but whose password is not in ``path`` get a new one (their
+    running login is cut off). Without it they are refused, and nothing is changed."""
     known: dict[str, dict[str, str]] = {}
     if path.exists():
         known = {row["id"]: row for row in json.loads(path.read_text())}
@@ -41,6 +45,14 @@ def provision_fleet(
             f"cannot list devices: HTTP {listing.status_code} {listing.text[:200]}"
         )
     existing = {d["id"] for d in listing.json()["devices"]}
+    unknown_password = sorted(i for i in set(device_ids) & existing if i not in known)
+    if unknown_password and not rotate:
+        shown = ", ".join(unknown_password[:5]) + (" …" if len(unknown_password) > 5 else "")
+        raise ProvisioningError(
+            f"{len(unknown_password)} device(s) already exist and their passwords are not in "
+            f"{path}: {shown}. Pass --rotate to give them new passwords (a device still using "
+            "the old one is disconnected and shows offline until it logs in with the new one)."
+        )
     done = 0
 
     def ensure(device_id: str) -> dict[str, str]:
@@ -49,9 +61,10 @@ def provision_fleet(
             row = known[device_id]
         else:
             if device_id in existing:
-                api.delete(f"/api/devices/{device_id}").raise_for_status()
-            response = api.post("/api/devices", json={"id": device_id})
-            if response.status_code != 201:
+                response = api.post(f"/api/devices/{quote(device_id, safe='')}/rotate")
+            else:
+                response = api.post("/api/devices", json={"id": device_id})
+            if response.status_code not in (200, 201):
                 raise ProvisioningError(
                     f"provisioning {device_id}: HTTP {response.status_code} {response.text[:200]}"
                 )

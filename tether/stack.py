@@ -289,7 +289,7 @@ class Stack:
         path = self.data_dir / SIM_CREDENTIALS_FILE
         with self._api() as api:
             try:
-                provision_fleet(api, numbered_ids(s.simulate, s.sim_prefix), path)
+                provision_fleet(api, numbered_ids(s.simulate, s.sim_prefix), path, rotate=True)
             except (ProvisioningError, httpx.HTTPError) as exc:
                 raise StackError(str(exc)) from None
         return path

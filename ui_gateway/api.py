@@ -33,6 +33,14 @@ async def provision_device(request: Request) -> Response:
     )
 
 
+async def rotate_password(request: Request) -> Response:
+    """A new password for an existing device (the old login stops working at once)."""
+    gateway = gateway_of(request)
+    gateway.authenticate(request, Role.ADMIN)
+    record, password = await gateway.bridge.arotate(_device_id(request))
+    return JSONResponse({"id": record["id"], "username": record["username"], "password": password})
+
+
 async def revoke_device(request: Request) -> Response:
     gateway = gateway_of(request)
     gateway.authenticate(request, Role.ADMIN)

@@ -76,6 +76,7 @@ def create_app(
         Route("/api/devices", api.provision_device, methods=["POST"]),
         Route("/api/devices/{device_id}", api.one_device, methods=["GET"]),
         Route("/api/devices/{device_id}", api.revoke_device, methods=["DELETE"]),
+        Route("/api/devices/{device_id}/rotate", api.rotate_password, methods=["POST"]),
         Route("/api/devices/{device_id}/commands", api.command_history, methods=["GET"]),
         Route("/api/devices/{device_id}/commands", api.send_command, methods=["POST"]),
         Route("/api/commands/{command_id}", api.one_command, methods=["GET"]),

@@ -197,7 +197,7 @@ def cmd_provision(args: argparse.Namespace) -> int:
         raise ClientError("name device ids, or give --count N")
     with _client(args) as client:
         try:
-            rows = provision_fleet(client, ids, args.out)
+            rows = provision_fleet(client, ids, args.out, rotate=args.rotate)
         except ProvisioningError as exc:
             raise ClientError(str(exc)) from None
     print(f"{len(rows)} devices ready; credentials in {args.out}")
@@ -250,6 +250,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     provision.add_argument("--prefix", default="sim-", help="prefix of numbered ids (default sim-)")
     provision.add_argument(
         "--out", type=Path, required=True, help="credentials file (JSON, 0600) for tether simulate"
+    )
+    provision.add_argument(
+        "--rotate",
+        action="store_true",
+        help="give devices that exist, but whose password is not in --out, a new password "
+        "(a device still using the old one is disconnected)",
     )
     add_client_flags(provision)
     provision.set_defaults(handler=_run_client(cmd_provision))
