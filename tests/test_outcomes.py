@@ -198,3 +198,18 @@ def test_the_devices_own_outcome_is_not_repeated_as_late(h: Harness) -> None:
     assert not ack(h, cid, AckStatus.SUCCEEDED, 2, result=1).late
     assert not ack(h, cid, AckStatus.RECEIVED, 3).late
     assert h.get(cid)["late"] is None
+
+
+def test_the_cli_says_what_a_terminal_record_cannot_promise() -> None:
+    from ui_gateway.cli import outcome_note
+
+    ran = {"state": "cancelled", "late": {"status": "succeeded", "at": "T"}}
+    assert outcome_note(ran) == "cancelled, but the device ran it at T: succeeded"
+    confirmed = {"state": "cancelled", "late": {"status": "cancelled", "at": "T"}}
+    assert "confirmed" in outcome_note(confirmed)
+    held = {"state": "cancelled", "attempts": 0, "ended_by": "operator", "late": None}
+    assert outcome_note(held) == ""  # it never left Tether: nothing to add
+    handed = {"state": "cancelled", "attempts": 1, "ended_by": "operator", "late": None}
+    assert "may still run" in outcome_note(handed)
+    assert "may still finish" in outcome_note({"state": "timed_out", "late": None})
+    assert outcome_note({"state": "succeeded", "attempts": 1, "ended_by": "device"}) == ""

@@ -107,6 +107,27 @@ def cmd_send(args: argparse.Namespace) -> int:
         return _follow(client, record, args.timeout)
 
 
+def outcome_note(record: dict[str, Any]) -> str:
+    """What a terminal record says beyond its state: a late outcome, or that one may come."""
+    late = record.get("late")
+    state = record["state"]
+    if late:
+        if late["status"] == "received":
+            return f"{state}, but the device received it at {late['at']}"
+        if late["status"] == state:
+            return f"{state}, and the device confirmed it at {late['at']}"
+        return f"{state}, but the device ran it at {late['at']}: {late['status']}"
+    handed_over = record.get("attempts", 0) > 0 and record.get("ended_by") != "device"
+    if state in ("cancelled", "expired", "undeliverable") and handed_over:
+        return (
+            f"{state} here, but it had been handed to the broker: the device may still run "
+            "it, and its record will say so (late)"
+        )
+    if state == "timed_out":
+        return "timed out here; the device may still finish it, and its record will say so (late)"
+    return ""
+
+
 def _follow(client: httpx.Client, record: dict[str, Any], timeout: float) -> int:
     """Print each hop as the command's record gains it, until a terminal state."""
     shown = {"queued"}
@@ -120,14 +141,15 @@ def _follow(client: httpx.Client, record: dict[str, Any], timeout: float) -> int
         state = CommandState(record["state"])
         if state.is_terminal:
             detail = record["result"] if state is CommandState.SUCCEEDED else record["error"]
-            print(
-                json.dumps(
-                    {
-                        "state": state.value,
-                        "result" if state is CommandState.SUCCEEDED else "error": detail,
-                    }
-                )
-            )
+            summary = {
+                "state": state.value,
+                "result" if state is CommandState.SUCCEEDED else "error": detail,
+            }
+            summary |= {k: record[k] for k in ("cancel", "late") if record.get(k) is not None}
+            print(json.dumps(summary))
+            note = outcome_note(record)
+            if note:
+                print(f"{record['id']} {note}", flush=True)
             return 0 if state is CommandState.SUCCEEDED else 1
         if time.monotonic() - started > timeout:
             print(f"{record['id']} still {state.value} after {timeout:g} s", file=sys.stderr)

@@ -85,6 +85,27 @@ SCHEMAS: dict[str, Any] = {
             "result": {},
             "error": {"type": ["string", "null"]},
             "idempotency_key": {"type": ["string", "null"]},
+            "ended_by": {
+                "type": ["string", "null"],
+                "enum": ["device", "operator", "tether", None],
+            },
+            "cancel": {"type": ["string", "null"], "enum": ["done", "requested", None]},
+            "late": {
+                "description": "what the device reported after the command was final",
+                "oneOf": [
+                    {
+                        "type": "object",
+                        "required": ["status", "at"],
+                        "properties": {
+                            "status": {"type": "string"},
+                            "result": {},
+                            "error": {"type": "string"},
+                            "at": {"type": "string", "format": "date-time"},
+                        },
+                    },
+                    {"type": "null"},
+                ],
+            },
             "times": {
                 "type": "object",
                 "additionalProperties": {"type": "string", "format": "date-time"},
@@ -114,6 +135,11 @@ SCHEMAS: dict[str, Any] = {
             "last_seen": {"type": ["string", "null"], "format": "date-time"},
             "connected_since": {"type": ["string", "null"], "format": "date-time"},
             "agent": {"type": ["string", "null"]},
+            "features": {"type": "array", "items": {"type": "string"}},
+            "confirmed": {
+                "type": ["boolean", "null"],
+                "description": "online: false while only a replayed retained status says so",
+            },
             "reconnects_last_hour": {"type": "integer"},
             "pending": {"type": "integer"},
             "last_command": {"oneOf": [{"$ref": "#/components/schemas/Command"}, {"type": "null"}]},
@@ -213,6 +239,17 @@ def openapi_document() -> dict[str, Any]:
                     "summary": "Revoke a device (admin)",
                     "responses": {
                         **_ok("revoked", "Device"),
+                        "404": _error("unknown device"),
+                        **COMMON,
+                    },
+                },
+            },
+            "/api/devices/{device_id}/rotate": {
+                "parameters": [DEVICE_PARAM],
+                "post": {
+                    "summary": "A new password (admin); the old login stops working at once",
+                    "responses": {
+                        **_ok("new credentials", "Credentials"),
                         "404": _error("unknown device"),
                         **COMMON,
                     },
