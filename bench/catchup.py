@@ -4,8 +4,8 @@ them are terminal.
 Its own Mosquitto and gateway; one device provisioned through the REST API; ``tether simulate 1``
 connects it once (so the broker holds its persistent session), then stops (the device says
 offline and disconnects). 1,000 ``echo`` commands are sent over the WebSocket and the bench waits
-until every one is ``sent`` (the broker acknowledged the publish and queued it for the device).
-Then the simulator starts again and the clock runs until the 1,000th terminal event arrives on
+until every one is ``queued``: the device is known offline, so they wait in the store, not in its
+broker session (issue 13), and the bridge publishes them, in order, when the device is back. Then the simulator starts again and the clock runs until the 1,000th terminal event arrives on
 the WebSocket. Measured from the simulator's launch and from the device's connect (its
 ``all_connected`` report); lost = not terminal within the deadline; duplicates = terminal events
 seen twice, commands the device ran more than once (simulator counters), and redeliveries its
@@ -46,14 +46,14 @@ async def one_round(
     first_ref: int,
     deadline: float,
 ) -> dict[str, Any]:
-    client = WsLoad(gateway.ws_url, track_states=("sent",))
+    client = WsLoad(gateway.ws_url, track_states=("queued",))
     await client.open()
     await asyncio.sleep(0.3)
     refs = range(first_ref, first_ref + n)
     send = await client.run_open_loop(first_ref, n, 2000.0, [device])
-    all_sent = await client.wait_state("sent", refs, 60)
+    all_sent = await client.wait_state("queued", refs, 60)
     accepted = sum(1 for r in refs if r in client.t.accepted)
-    log(f"  {accepted}/{n} accepted, all sent: {all_sent}, errors {len(client.t.errors)}")
+    log(f"  {accepted}/{n} accepted, all held: {all_sent}, errors {len(client.t.errors)}")
     online_before = await asyncio.to_thread(gateway.online)
     published_before = await asyncio.to_thread(published, gateway)
     sim = h.simulator(creds, 1, broker, latency=0.0, report_every=1.0)
@@ -88,7 +88,7 @@ async def one_round(
         "commands": n,
         "send": {k: v for k, v in send.items() if k != "start"},
         "accepted": accepted,
-        "all_sent_before_reconnect": all_sent,
+        "all_held_before_reconnect": all_sent,
         "online_before_reconnect": online_before,
         "all_terminal": done,
         "terminal": states,

@@ -43,7 +43,6 @@ from tether.protocol import (
     CommandMessage,
     CommandState,
     ProtocolError,
-    StatusMessage,
     Topics,
     decode_ack,
     decode_event,
@@ -326,8 +325,10 @@ class Bridge:
         self._write_retrying(device_id, apply, message, done)
 
     def _on_status(self, device_id: str, message: mqtt.MQTTMessage) -> None:
-        # Empty: the retained status was cleared (a replaced or revoked login): offline.
-        status = decode_status(message.payload) if message.payload else StatusMessage(False)
+        if not message.payload:  # a cleared retained status: nothing to record
+            self.session.ack(message)
+            return
+        status = decode_status(message.payload)
 
         def done(change: jobs.PresenceChange) -> None:
             if not change.known:
@@ -348,7 +349,7 @@ class Bridge:
                 _now(),
                 fresh_connect=status.online and not message.retain,
                 live=not message.retain,
-                features=status.features if message.payload else None,
+                features=status.features,
             ),
             message,
             done,

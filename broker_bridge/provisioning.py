@@ -89,7 +89,7 @@ class Provisioner:
                 if isinstance(exc, StoreUnavailable):
                     raise Unavailable(str(exc)) from exc
                 raise
-        return record, password
+        return change.record or record, password
 
     def rotate(self, device_id: str) -> tuple[Record, str]:
         """A new password for an existing device. The broker drops the device's connection (it
@@ -110,6 +110,13 @@ class Provisioner:
                 self._reset_admin()
                 raise Unavailable(f"the broker could not change the password: {exc}") from exc
         self._clear_status(device_id)
+        try:  # the broker dropped it, and a kicked client leaves no Last Will
+            change = self.store.write(
+                device_id,
+                lambda tx: jobs.update_presence(tx, device_id, False, None, datetime.now(UTC)),
+            ).result()
+        except StoreUnavailable as exc:
+            raise Unavailable(str(exc)) from exc
         return record, password
 
     def _undo(self, device_id: str, username: str) -> None:

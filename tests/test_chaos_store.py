@@ -96,25 +96,31 @@ def test_disk_refusing_writes_then_back(
             for n in range(12):
                 assert sends.send(f"disk-{n % 3}", n) == 202
             settle(data_dir, 20)
-            # disk-2 goes away; its next 10 commands wait in the broker.
-            fleet.agent("disk-2").stop()
-            wait_until(lambda: not api.get("/api/devices/disk-2").json()["online"])
+            # disk-2 stays connected but holds its next 10 commands unrun (a device away would
+            # get nothing now: its commands wait in the store, issue 13).
+            fleet.hold("disk-2")
             for n in range(12, 22):
                 assert sends.send("disk-2", n) == 202
+            handed = {i for i, n in sends.accepted.items() if n >= 12}
+
+            def states() -> dict[str, str]:
+                return {i: api.get(f"/api/commands/{i}").json()["state"] for i in handed}
+
+            wait_until(lambda: set(states().values()) <= {"sent", "delivered"}, 20, "handed over")
+            before = states()
             pid = piped_gateway.pid
 
             piped_gateway.disk_full()
             for n in range(22, 52):
                 sends.send(f"disk-{n % 3}", n)
-            fleet.replace("disk-2").start()  # runs its 10 commands; their acks meet the fault
+            fleet.release("disk-2")  # runs its 10 commands; their acks meet the fault
             wait_until(lambda: all(fleet.runs[n] for n in range(12, 22)), 20, "disk-2 caught up")
             wait_until(
                 lambda: metric(api, "tether_bridge_messages_total", outcome="store_retries") >= 3,
                 20,
                 "acks retried",
             )
-            during = {api.get(f"/api/commands/{i}").json()["state"] for i, n in
-                      sends.accepted.items() if n >= 12}  # fmt: skip
+            during = states()
             retries = metric(api, "tether_bridge_messages_total", outcome="store_retries")
             piped_gateway.disk_back()
 
@@ -146,7 +152,7 @@ def test_disk_refusing_writes_then_back(
     for body in sends.refused.values():
         assert body["error"]["code"] == "unavailable"
         assert "could not store" in body["error"]["message"], body
-    assert during <= {"queued", "sent"}  # acks that met the fault changed nothing until it lifted
+    assert during == before  # acks that met the fault changed nothing until it lifted
 
 
 @contextmanager
@@ -181,20 +187,25 @@ def test_one_shard_read_only_for_a_moment(
         try:
             sends = Sends(api)
             late = on_zero[0]
-            fleet.agent(late).stop()
-            wait_until(lambda: not api.get(f"/api/devices/{late}").json()["online"])
+            fleet.hold(late)  # connected, but it runs nothing until the shard is read-only
             for n in range(10):
                 assert sends.send(late, n) == 202
+
+            def states() -> dict[str, str]:
+                return {i: api.get(f"/api/commands/{i}").json()["state"] for i, n in
+                        sends.accepted.items() if n < 10}  # fmt: skip
+
+            wait_until(lambda: set(states().values()) <= {"sent", "delivered"}, 20, "handed over")
+            before = states()
 
             with read_only(store, 0):
                 codes = {d: [sends.send(d, 10 + 10 * k + j) for j in range(5)]
                          for k, d in enumerate([*on_zero, *elsewhere])}  # fmt: skip
-                fleet.replace(late).start()  # its acks meet the read-only shard
+                fleet.release(late)  # its acks meet the read-only shard
                 wait_until(lambda: all(fleet.runs[n] for n in range(10)), 20, f"{late} ran")
                 wait_until(lambda: gateway.app_gateway.bridge.stats["store_retries"] >= 3, 20)
                 listed = api.get("/api/devices").json()
-                states = {api.get(f"/api/commands/{i}").json()["state"] for i, n in
-                          sends.accepted.items() if n < 10}  # fmt: skip
+                during = states()
 
             probe = Sends(api)  # a retry reuses its key
             wait_until(lambda: probe.send(on_zero[1], 100) == 202, 20, "shard 0 takes sends")
@@ -217,7 +228,7 @@ def test_one_shard_read_only_for_a_moment(
     assert all(c == [503] * 5 for d, c in codes.items() if d in on_zero), codes
     assert all(c == [202] * 5 for d, c in codes.items() if d in elsewhere), codes
     assert all(s["ok"] for s in listed["shards"])  # reads go on
-    assert states <= {"queued", "sent"}  # nothing moved while the shard refused writes
+    assert during == before  # nothing moved while the shard refused writes
     for body in sends.refused.values():
         assert body["error"]["code"] == "unavailable"
         assert "shard 0" in body["error"]["message"] and "readonly" in body["error"]["message"]

@@ -273,6 +273,7 @@ class Fleet:
     ) -> None:
         self.runs: Counter[int] = Counter()
         self._lock = threading.Lock()
+        self._gates: dict[str, threading.Event] = {}  # device id -> open (set) or held
         self.broker = broker
         self.creds = {c.device_id: c for c in creds}
         self.journal_dir = journal_dir
@@ -292,8 +293,24 @@ class Fleet:
             **self.overrides,
         }
         agent = DeviceAgent(AgentSettings(**settings))
-        agent.command("count")(self._count)
+        agent.command("count")(self._counter(c.device_id))
         return agent
+
+    def hold(self, device_id: str) -> None:
+        """The device stays connected but its handler waits: commands pile up in its hands."""
+        self._gates.setdefault(device_id, threading.Event()).clear()
+
+    def release(self, device_id: str) -> None:
+        self._gates.setdefault(device_id, threading.Event()).set()
+
+    def _counter(self, device_id: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+        def count(args: dict[str, Any]) -> dict[str, Any]:
+            gate = self._gates.get(device_id)
+            if gate is not None:
+                gate.wait(60)
+            return self._count(args)
+
+        return count
 
     def _count(self, args: dict[str, Any]) -> dict[str, Any]:
         with self._lock:
@@ -317,7 +334,7 @@ class Fleet:
                 fresh = DeviceAgent(
                     AgentSettings(**{**_settings_dict(agent.settings), **overrides})
                 )
-                fresh.command("count")(self._count)
+                fresh.command("count")(self._counter(device_id))
                 self.agents[n] = fresh
                 return fresh
         raise KeyError(device_id)
