@@ -89,7 +89,7 @@ class Provisioner:
                 if isinstance(exc, StoreUnavailable):
                     raise Unavailable(str(exc)) from exc
                 raise
-        return change.record or record, password
+        return record, password
 
     def rotate(self, device_id: str) -> tuple[Record, str]:
         """A new password for an existing device. The broker drops the device's connection (it
@@ -117,7 +117,7 @@ class Provisioner:
             ).result()
         except StoreUnavailable as exc:
             raise Unavailable(str(exc)) from exc
-        return record, password
+        return change.record or record, password
 
     def _undo(self, device_id: str, username: str) -> None:
         try:
