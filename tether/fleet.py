@@ -15,6 +15,8 @@ from pathlib import Path
 
 import httpx
 
+from tether.protocol.paths import api_path
+
 
 class ProvisioningError(RuntimeError):
     pass
@@ -49,7 +51,7 @@ def provision_fleet(
             row = known[device_id]
         else:
             if device_id in existing:
-                api.delete(f"/api/devices/{device_id}").raise_for_status()
+                api.delete(api_path("devices", device_id)).raise_for_status()
             response = api.post("/api/devices", json={"id": device_id})
             if response.status_code != 201:
                 raise ProvisioningError(
