@@ -29,6 +29,7 @@ class FlagDoc:
     variable: str
     default: str
     meaning: str
+    literal: bool = True  # the default is a value (shown as code), not a description
 
 
 _DOC_ATTR = "tether_flag_doc"
@@ -83,7 +84,7 @@ def env_flag(
     shown = _shown_default(default) if default_text is None else default_text
     suffix = f"{variable}, default {shown}" if shown else variable
     action = parser.add_argument(*flags, default=value, help=f"{help} ({suffix})", **kwargs)
-    setattr(action, _DOC_ATTR, FlagDoc(variable, shown, help))
+    setattr(action, _DOC_ATTR, FlagDoc(variable, shown, help, literal=default_text is None))
     return action
 
 

@@ -287,7 +287,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         env="PROVISION_COUNT",
         type=int,
         default=0,
-        help="also ID_PREFIX00001..ID_PREFIX<N>",
+        help="also N numbered ids: ID_PREFIX00001, ID_PREFIX00002, ...",
     )
     env_flag(
         provision,
