@@ -56,11 +56,18 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 def describe(exc: BaseException, args: argparse.Namespace) -> str:
     """One line: the error's own message, or what could not be reached."""
     if isinstance(exc, httpx.TransportError):
-        url = getattr(args, "url", None)
-        return f"cannot reach {url}: {exc or type(exc).__name__}"
+        where = getattr(args, "url", None) or _request_url(exc)
+        return f"cannot reach {where}: {str(exc) or type(exc).__name__}"
     if isinstance(exc, httpx.HTTPError):
         return f"HTTP error: {exc}"
     return str(exc).strip() or type(exc).__name__
+
+
+def _request_url(exc: httpx.TransportError) -> str:
+    try:
+        return str(exc.request.url)
+    except RuntimeError:  # raised before a request was made
+        return "the server"
 
 
 def run_handler(handler: Handler, args: argparse.Namespace) -> int:
