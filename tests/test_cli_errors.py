@@ -6,6 +6,7 @@ stdout with the children's log tails) holds no ``Traceback``.
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import socket
@@ -20,6 +21,7 @@ from broker_bridge.store.sharded import ShardedStore
 from mosquitto.process import free_port
 from tests.support.brokers import BrokerHandle
 from tests.support.gateways import TOKENS, RunningGateway
+from tether.cli_errors import BUG_EXIT, run_handler
 from ui_gateway.auth import Role
 
 TETHER = [sys.executable, "-m", "tether.cli"]
@@ -167,3 +169,18 @@ def test_missing_credentials_file(tmp_path: Path) -> None:
 def test_handlers_module_that_does_not_exist() -> None:
     result = run("device", "--id", "pump-1", "--handlers", "no_such_module_here:registry")
     assert_one_clean_error(result, "tether device: No module named 'no_such_module_here'")
+
+
+def _buggy(args: argparse.Namespace) -> int:
+    return len(args.command) // 0
+
+
+def test_a_bug_is_one_line_and_its_traceback_needs_verbose(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert run_handler(_buggy, argparse.Namespace(command="status", verbose=False)) == BUG_EXIT
+    err = capsys.readouterr().err
+    assert err.startswith("tether status: unexpected ZeroDivisionError: integer division")
+    assert "run again with -v" in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(ZeroDivisionError):
+        run_handler(_buggy, argparse.Namespace(command="status", verbose=True))
