@@ -5,7 +5,8 @@ Its own Mosquitto and gateway; one device provisioned through the REST API; ``te
 connects it once (so the broker holds its persistent session), then stops (the device says
 offline and disconnects). 1,000 ``echo`` commands are sent over the WebSocket and the bench waits
 until every one is ``queued``: the device is known offline, so they wait in the store, not in its
-broker session (issue 13), and the bridge publishes them, in order, when the device is back. Then the simulator starts again and the clock runs until the 1,000th terminal event arrives on
+broker session (issue 13), and the bridge publishes them, in order, when the device is back.
+Then the simulator starts again and the clock runs until the 1,000th terminal event arrives on
 the WebSocket. Measured from the simulator's launch and from the device's connect (its
 ``all_connected`` report); lost = not terminal within the deadline; duplicates = terminal events
 seen twice, commands the device ran more than once (simulator counters), and redeliveries its

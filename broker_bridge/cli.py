@@ -18,11 +18,8 @@ from mosquitto.config import (
     load_or_create_bridge_credentials,
 )
 from tether.datadir_lock import DataDirBusy, DataDirLock
-from tether.flags import add_broker_flags, broker_dir, env_default
-
-
-def _env(name: str, fallback: str | None = None) -> str | None:
-    return env_default(name, fallback)
+from tether.flags import add_broker_flags, broker_dir, env_flag
+from tether.wording import plural
 
 
 def _float_or_none(text: str) -> float | None:
@@ -32,85 +29,99 @@ def _float_or_none(text: str) -> float | None:
 def add_bridge_flags(parser: argparse.ArgumentParser) -> None:
     """Flags for anything that runs a bridge (``tether bridge``, the gateway, ``tether up``)."""
     group = parser.add_argument_group("bridge")
-    group.add_argument(
+    env_flag(
+        group,
         "--mqtt-host",
-        default=_env("MQTT_HOST", "127.0.0.1"),
-        help="the broker's host (TETHER_MQTT_HOST, default 127.0.0.1)",
+        env="MQTT_HOST",
+        default="127.0.0.1",
+        help="the broker's host",
     )
-    group.add_argument(
+    env_flag(
+        group,
         "--mqtt-username",
-        default=_env("MQTT_USERNAME"),
-        help="the bridge's broker login (TETHER_MQTT_USERNAME; default: from the "
-        "broker directory's bridge-credentials.json)",
+        env="MQTT_USERNAME",
+        default_text="from the broker directory's bridge-credentials.json",
+        help="the bridge's broker login",
     )
-    group.add_argument(
-        "--mqtt-password", default=_env("MQTT_PASSWORD"), help="(TETHER_MQTT_PASSWORD)"
+    env_flag(
+        group,
+        "--mqtt-password",
+        env="MQTT_PASSWORD",
+        default_text="from bridge-credentials.json",
+        help="the bridge's broker password; prefer the variable",
     )
-    group.add_argument(
+    env_flag(
+        group,
         "--client-id",
-        default=_env("CLIENT_ID", "tether-bridge"),
-        help="the bridge's MQTT client id; keep it stable across restarts "
-        "(TETHER_CLIENT_ID, default tether-bridge)",
+        env="CLIENT_ID",
+        default="tether-bridge",
+        help="the bridge's MQTT client id; keep it stable across restarts",
     )
-    group.add_argument(
-        "--prefix",
-        default=_env("PREFIX", "tether"),
-        help="topic prefix (TETHER_PREFIX, default tether)",
-    )
-    group.add_argument(
+    env_flag(group, "--prefix", env="PREFIX", default="tether", help="topic prefix")
+    env_flag(
+        group,
         "--shards",
+        env="SHARDS",
         type=int,
-        default=_int_env("SHARDS"),
-        help="shard count of a new store; an existing store keeps its own "
-        "(TETHER_SHARDS, default 8)",
+        default_text="8",
+        help="shard count of a new store; an existing store keeps its own",
     )
-    group.add_argument(
+    env_flag(
+        group,
         "--synchronous",
-        default=_env("SYNCHRONOUS", "FULL"),
+        env="SYNCHRONOUS",
+        default="FULL",
         choices=["NORMAL", "FULL", "EXTRA"],
-        help="SQLite synchronous level (TETHER_SYNCHRONOUS, default FULL)",
+        help="SQLite synchronous level",
     )
-    group.add_argument(
+    env_flag(
+        group,
         "--pending-limit",
+        env="PENDING_LIMIT",
         type=int,
-        default=_int_env("PENDING_LIMIT", 1000),
-        help="pending commands per device before queue_full (default 1000)",
+        default=1000,
+        help="pending commands per device before queue_full",
     )
-    group.add_argument(
+    env_flag(
+        group,
         "--redelivery-after",
+        env="REDELIVERY_AFTER",
         type=float,
-        default=float(_env("REDELIVERY_AFTER", "30") or 30),
-        help="seconds without `received` before publishing again (default 30)",
+        default=30.0,
+        help="seconds without `received` before publishing again",
     )
-    group.add_argument(
+    env_flag(
+        group,
         "--max-attempts",
+        env="MAX_ATTEMPTS",
         type=int,
-        default=_int_env("MAX_ATTEMPTS", 10),
-        help="publishes before `undeliverable` (default 10)",
+        default=10,
+        help="publishes before `undeliverable`",
     )
-    group.add_argument(
+    env_flag(
+        group,
         "--execution-timeout",
+        env="EXECUTION_TIMEOUT",
         type=float,
-        default=float(_env("EXECUTION_TIMEOUT", "300") or 300),
-        help="seconds from delivered to a final ack (default 300)",
+        default=300.0,
+        help="seconds from delivered to a final ack",
     )
-    group.add_argument(
+    env_flag(
+        group,
         "--default-ttl",
+        env="DEFAULT_TTL",
         type=_float_or_none,
-        default=_float_or_none(_env("DEFAULT_TTL", "") or ""),
-        help="seconds before an undelivered command expires (default: never)",
+        default_text="never",
+        help="seconds before an undelivered command expires",
     )
-    group.add_argument(
+    env_flag(
+        group,
         "--sweep-interval",
+        env="SWEEP_INTERVAL",
         type=float,
-        default=float(_env("SWEEP_INTERVAL", "1") or 1),
-        help="seconds between delivery-policy sweeps (default 1)",
+        default=1.0,
+        help="seconds between delivery-policy sweeps",
     )
-
-
-def _int_env(name: str, fallback: int | None = None) -> int | None:
-    value = _env(name)
-    return int(value) if value else fallback
 
 
 def bridge_settings(args: argparse.Namespace) -> BridgeSettings:
@@ -180,7 +191,8 @@ def _run_bridge(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, request_stop)
     bridge.start()
     print(
-        f"bridge up: store {bridge.settings.data_dir} ({bridge.store.shard_count} shards), "
+        f"bridge up: store {bridge.settings.data_dir} "
+        f"({plural(bridge.store.shard_count, 'shard')}), "
         f"broker {args.mqtt_host}:{args.mqtt_port}",
         flush=True,
     )

@@ -20,7 +20,7 @@ from types import FrameType
 from devices import demo
 from devices.agent import DeviceAgent
 from devices.config import AgentSettings, MqttVersion, TlsSettings, parse_broker
-from devices.errors import ConfigError, DeviceError
+from devices.errors import ConfigError
 from devices.events import OverflowPolicy
 from devices.handlers import HandlerRegistry
 from devices.provision import (
@@ -32,7 +32,8 @@ from devices.provision import (
     sim_ids,
 )
 from devices.simulator import SimOptions, Simulator, print_report, run_until_signalled
-from tether.flags import env_default
+from tether.flags import add_data_dir_flags, env_default, env_flag
+from tether.wording import plural
 
 log = logging.getLogger(__name__)
 
@@ -42,55 +43,44 @@ DEFAULT_MQTT_PORT = 18830  # `tether broker`'s default, clear of a system broker
 def _default_broker() -> str:
     host = env_default("MQTT_HOST", "127.0.0.1")
     port = env_default("MQTT_PORT", str(DEFAULT_MQTT_PORT))
-    return env_default("BROKER") or f"{host}:{port}"
-
-
-def _float_env(name: str, fallback: float) -> float:
-    value = env_default(name)
-    return float(value) if value else fallback
-
-
-def _int_env(name: str, fallback: int) -> int:
-    value = env_default(name)
-    return int(value) if value else fallback
+    return f"{host}:{port}"
 
 
 def add_connection_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("connection")
-    group.add_argument(
+    env_flag(
+        group,
         "--broker",
+        env="BROKER",
         default=_default_broker(),
-        help="the broker as host:port (TETHER_BROKER; default TETHER_MQTT_HOST:TETHER_MQTT_PORT "
-        f"or 127.0.0.1:{DEFAULT_MQTT_PORT})",
+        default_text=f"TETHER_MQTT_HOST:TETHER_MQTT_PORT or 127.0.0.1:{DEFAULT_MQTT_PORT}",
+        help="the broker as host:port",
     )
-    group.add_argument(
-        "--prefix", default=env_default("PREFIX", "tether"), help="topic prefix (TETHER_PREFIX)"
-    )
-    group.add_argument(
+    env_flag(group, "--prefix", env="PREFIX", default="tether", help="topic prefix")
+    env_flag(
+        group,
         "--mqtt-version",
+        env="MQTT_VERSION",
         choices=[v.value for v in MqttVersion],
-        default=env_default("MQTT_VERSION", MqttVersion.V5.value),
-        help="MQTT protocol version (TETHER_MQTT_VERSION, default 5)",
+        default=MqttVersion.V5.value,
+        help="MQTT protocol version",
     )
-    group.add_argument(
+    env_flag(
+        group,
         "--keepalive",
+        env="KEEPALIVE",
         type=int,
-        default=_int_env("KEEPALIVE", 25),
-        help="keepalive seconds, at most 25 (TETHER_KEEPALIVE, default 25)",
+        default=25,
+        help="keepalive seconds, at most 25",
     )
-    group.add_argument(
-        "--tls",
-        action="store_true",
-        default=env_default("TLS", "") in ("1", "true", "yes"),
-        help="connect over TLS (TETHER_TLS=1)",
-    )
-    group.add_argument(
-        "--tls-ca", default=env_default("TLS_CA"), help="CA file (TETHER_TLS_CA; default: system)"
-    )
-    group.add_argument("--tls-cert", default=env_default("TLS_CERT"), help="client certificate")
-    group.add_argument("--tls-key", default=env_default("TLS_KEY"), help="client key")
-    group.add_argument(
+    env_flag(group, "--tls", env="TLS", action="store_true", help="connect over TLS")
+    env_flag(group, "--tls-ca", env="TLS_CA", default_text="the system's", help="CA file")
+    env_flag(group, "--tls-cert", env="TLS_CERT", help="client certificate")
+    env_flag(group, "--tls-key", env="TLS_KEY", help="client key")
+    env_flag(
+        group,
         "--tls-insecure",
+        env="TLS_INSECURE",
         action="store_true",
         help="do not check the broker's host name (test rigs only)",
     )
@@ -106,11 +96,7 @@ def _tls(args: argparse.Namespace) -> TlsSettings | None:
 
 
 def cmd_device(args: argparse.Namespace) -> int:
-    try:
-        agent = build_agent(args)
-    except (DeviceError, ValueError, ImportError) as exc:
-        print(f"tether device: {exc}", file=sys.stderr)
-        return 2
+    agent = build_agent(args)
     stop = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
@@ -189,26 +175,22 @@ def load_handlers(spec: str, agent: DeviceAgent) -> None:
 def cmd_simulate(args: argparse.Namespace) -> int:
     if not getattr(args, "verbose", False):
         logging.getLogger("devices.pipeline").setLevel(logging.WARNING)
-    try:
-        host, port = parse_broker(args.broker)
-        credentials = fleet_credentials(args, host, port)
-        options = SimOptions(
-            host=host,
-            port=port,
-            prefix=args.prefix,
-            mqtt_version=MqttVersion(args.mqtt_version),
-            keepalive=args.keepalive,
-            latency=args.latency,
-            failure_rate=args.failure_rate,
-            disconnect_every=args.disconnect_every,
-            event_every=args.event_every,
-            connect_concurrency=args.connect_concurrency,
-            report_every=args.report_every,
-            seed=args.seed,
-        )
-    except (DeviceError, ValueError, ConnectionError, TimeoutError) as exc:
-        print(f"tether simulate: {exc}", file=sys.stderr)
-        return 2
+    host, port = parse_broker(args.broker)
+    credentials = fleet_credentials(args, host, port)
+    options = SimOptions(
+        host=host,
+        port=port,
+        prefix=args.prefix,
+        mqtt_version=MqttVersion(args.mqtt_version),
+        keepalive=args.keepalive,
+        latency=args.latency,
+        failure_rate=args.failure_rate,
+        disconnect_every=args.disconnect_every,
+        event_every=args.event_every,
+        connect_concurrency=args.connect_concurrency,
+        report_every=args.report_every,
+        seed=args.seed,
+    )
     simulator = Simulator(options, credentials, report=print_report)
     asyncio.run(run_until_signalled(simulator, args.duration))
     return 0
@@ -240,72 +222,84 @@ def fleet_credentials(args: argparse.Namespace, host: str, port: int) -> list[De
         raise ConfigError("give --credentials FILE, or --provision to create the devices")
     creds = load_credentials(args.credentials)
     if len(creds) < count:
-        raise ConfigError(f"{args.credentials} holds {len(creds)} devices, fewer than {count}")
+        raise ConfigError(
+            f"{args.credentials} holds {plural(len(creds), 'device')}, fewer than {count}"
+        )
     return creds[:count]
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     device = sub.add_parser("device", help="run the device agent for one device")
-    device.add_argument(
-        "--id",
-        dest="device_id",
-        default=env_default("DEVICE_ID"),
-        help="the device id (TETHER_DEVICE_ID)",
-    )
-    device.add_argument(
+    env_flag(device, "--id", dest="device_id", env="DEVICE_ID", help="the device id")
+    env_flag(
+        device,
         "--username",
-        default=env_default("DEVICE_USERNAME"),
-        help="broker login, also the client id (TETHER_DEVICE_USERNAME, default: the id)",
+        env="DEVICE_USERNAME",
+        default_text="the id",
+        help="broker login, also the client id",
     )
-    device.add_argument(
+    env_flag(
+        device,
         "--password",
-        default=env_default("DEVICE_PASSWORD"),
-        help="broker password (TETHER_DEVICE_PASSWORD; prefer the variable)",
+        env="DEVICE_PASSWORD",
+        help="broker password; prefer the variable",
     )
     add_connection_flags(device)
-    device.add_argument(
+    env_flag(
+        device,
         "--journal",
+        env="DEVICE_JOURNAL",
         type=Path,
-        default=Path(p) if (p := env_default("DEVICE_JOURNAL")) else None,
-        help="the command journal, SQLite (TETHER_DEVICE_JOURNAL, "
-        "default .tether/devices/<id>.journal.sqlite3)",
+        default_text=".tether/devices/<id>.journal.sqlite3",
+        help="the command journal, SQLite",
     )
-    device.add_argument(
+    env_flag(
+        device,
         "--journal-size",
+        env="JOURNAL_SIZE",
         type=int,
-        default=_int_env("JOURNAL_SIZE", 10_000),
-        help="command ids the journal keeps (TETHER_JOURNAL_SIZE, default 10000)",
+        default=10_000,
+        help="command ids the journal keeps",
     )
-    device.add_argument(
+    env_flag(
+        device,
         "--handlers",
+        env="DEVICE_HANDLERS",
         action="append",
-        default=[h for h in (env_default("DEVICE_HANDLERS") or "").split(",") if h],
         metavar="MODULE:ATTR",
         help="extra handlers: a HandlerRegistry or a function taking the agent; repeatable "
-        "(TETHER_DEVICE_HANDLERS, comma-separated)",
+        "(the variable: comma-separated)",
     )
-    device.add_argument(
+    env_flag(
+        device,
         "--no-demo",
+        env="DEVICE_NO_DEMO",
         action="store_true",
         help="leave out the demo commands (echo, sleep, fail, set_config, get_config, reboot)",
     )
-    device.add_argument(
+    env_flag(
+        device,
         "--event-buffer",
+        env="EVENT_BUFFER",
         type=int,
-        default=_int_env("EVENT_BUFFER", 1000),
-        help="events kept while offline (TETHER_EVENT_BUFFER, default 1000)",
+        default=1000,
+        help="events kept while offline",
     )
-    device.add_argument(
+    env_flag(
+        device,
         "--event-policy",
+        env="EVENT_POLICY",
         choices=[p.value for p in OverflowPolicy],
-        default=env_default("EVENT_POLICY", OverflowPolicy.DROP_OLDEST.value),
-        help="what goes when the event buffer is full (default drop_oldest)",
+        default=OverflowPolicy.DROP_OLDEST.value,
+        help="what goes when the event buffer is full",
     )
-    device.add_argument(
+    env_flag(
+        device,
         "--reconnect-max",
+        env="RECONNECT_MAX",
         type=float,
-        default=_float_env("RECONNECT_MAX", 60.0),
-        help="cap of the reconnect backoff, seconds (TETHER_RECONNECT_MAX, default 60)",
+        default=60.0,
+        help="cap of the reconnect backoff, seconds",
     )
     device.set_defaults(handler=cmd_device)
 
@@ -313,80 +307,102 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sim.add_argument("count", type=int, help="how many devices")
     add_connection_flags(sim)
     creds = sim.add_argument_group("credentials")
-    creds.add_argument(
+    env_flag(
+        creds,
         "--credentials",
+        env="SIM_CREDENTIALS",
         type=Path,
-        default=Path(p) if (p := env_default("SIM_CREDENTIALS")) else None,
-        help="JSON or CSV of id/username/password (TETHER_SIM_CREDENTIALS); with --provision, "
-        "where to write the new ones",
+        help="JSON or CSV of id/username/password; with --provision, where to write the new ones",
     )
-    creds.add_argument(
+    env_flag(
+        creds,
         "--provision",
+        env="SIM_PROVISION",
         action="store_true",
         help="create the devices first (named ID_PREFIX00001...) with the broker's admin login",
     )
-    creds.add_argument("--id-prefix", default=env_default("SIM_ID_PREFIX", "sim-"))
-    creds.add_argument(
+    env_flag(
+        creds,
+        "--id-prefix",
+        env="SIM_ID_PREFIX",
+        default="sim-",
+        help="prefix of the numbered device ids",
+    )
+    env_flag(
+        creds,
         "--admin-username",
-        default=env_default("ADMIN_USERNAME"),
-        help="dynamic-security admin (TETHER_ADMIN_USERNAME; default: the broker dir's "
-        "bridge-credentials.json)",
+        env="ADMIN_USERNAME",
+        default_text="the broker dir's bridge-credentials.json",
+        help="dynamic-security admin",
     )
-    creds.add_argument("--admin-password", default=env_default("ADMIN_PASSWORD"))
-    creds.add_argument(
-        "--data-dir",
-        type=Path,
-        default=Path(env_default("DATA_DIR", ".tether") or ".tether"),
-        help="the stack's data dir, to find DATA_DIR/mosquitto/bridge-credentials.json",
+    env_flag(
+        creds,
+        "--admin-password",
+        env="ADMIN_PASSWORD",
+        default_text="the broker dir's bridge-credentials.json",
+        help="dynamic-security admin's password; prefer the variable",
     )
-    creds.add_argument(
-        "--broker-dir",
-        type=Path,
-        default=Path(p) if (p := env_default("BROKER_DIR")) else None,
-        help="the broker's directory, if not DATA_DIR/mosquitto (TETHER_BROKER_DIR)",
-    )
+    add_data_dir_flags(creds)
     knobs = sim.add_argument_group("behaviour")
-    knobs.add_argument(
+    env_flag(
+        knobs,
         "--latency",
+        env="SIM_LATENCY",
         type=float,
-        default=_float_env("SIM_LATENCY", 0.05),
-        help="mean handler latency in seconds, uniform in [0, 2x] (default 0.05)",
+        default=0.05,
+        help="mean handler latency in seconds, uniform in [0, 2x]",
     )
-    knobs.add_argument(
+    env_flag(
+        knobs,
         "--failure-rate",
-        type=float,
-        default=_float_env("SIM_FAILURE_RATE", 0.0),
-        help="chance a command fails with 'simulated failure' (0..1, default 0)",
-    )
-    knobs.add_argument(
-        "--disconnect-every",
-        type=float,
-        default=_float_env("SIM_DISCONNECT_EVERY", 0.0),
-        help="mean seconds between random connection drops, per device (default 0: never)",
-    )
-    knobs.add_argument(
-        "--event-every",
-        type=float,
-        default=_float_env("SIM_EVENT_EVERY", 0.0),
-        help="mean seconds between heartbeat events, per device (default 0: never)",
-    )
-    knobs.add_argument(
-        "--connect-concurrency",
-        type=int,
-        default=_int_env("SIM_CONNECT_CONCURRENCY", 64),
-        help="devices connecting at once (default 64)",
-    )
-    knobs.add_argument(
-        "--report-every",
-        type=float,
-        default=_float_env("SIM_REPORT_EVERY", 5.0),
-        help="seconds between JSON stats lines on stdout (default 5; 0: milestones only)",
-    )
-    knobs.add_argument(
-        "--duration",
+        env="SIM_FAILURE_RATE",
         type=float,
         default=0.0,
-        help="stop after this many seconds (default: run until SIGINT/SIGTERM)",
+        help="chance a command fails with 'simulated failure' (0..1)",
     )
-    knobs.add_argument("--seed", type=int, default=None, help="random seed, for repeatable runs")
+    env_flag(
+        knobs,
+        "--disconnect-every",
+        env="SIM_DISCONNECT_EVERY",
+        type=float,
+        default=0.0,
+        default_text="0: never",
+        help="mean seconds between random connection drops, per device",
+    )
+    env_flag(
+        knobs,
+        "--event-every",
+        env="SIM_EVENT_EVERY",
+        type=float,
+        default=0.0,
+        default_text="0: never",
+        help="mean seconds between heartbeat events, per device",
+    )
+    env_flag(
+        knobs,
+        "--connect-concurrency",
+        env="SIM_CONNECT_CONCURRENCY",
+        type=int,
+        default=64,
+        help="devices connecting at once",
+    )
+    env_flag(
+        knobs,
+        "--report-every",
+        env="SIM_REPORT_EVERY",
+        type=float,
+        default=5.0,
+        default_text="5; 0: milestones only",
+        help="seconds between JSON stats lines on stdout",
+    )
+    env_flag(
+        knobs,
+        "--duration",
+        env="SIM_DURATION",
+        type=float,
+        default=0.0,
+        default_text="0: until SIGINT/SIGTERM",
+        help="stop after this many seconds",
+    )
+    env_flag(knobs, "--seed", env="SIM_SEED", type=int, help="random seed, for repeatable runs")
     sim.set_defaults(handler=cmd_simulate)

@@ -37,7 +37,7 @@ from devices.backoff import Backoff
 from devices.config import AgentSettings, MqttVersion
 from devices.core import Plan, Step
 from devices.demo import DEMO_COMMANDS, DemoState
-from devices.errors import DeviceError
+from devices.errors import ConfigError, DeviceError
 from devices.events import EventBuffer, OverflowPolicy
 from devices.handlers import CommandSpec, HandlerRegistry
 from devices.journal import MemoryJournal
@@ -77,11 +77,11 @@ class SimOptions:
 
     def __post_init__(self) -> None:
         if not 0 <= self.failure_rate <= 1:
-            raise ValueError("failure rate must be between 0 and 1")
+            raise ConfigError("failure rate must be between 0 and 1")
         if min(self.latency, self.disconnect_every, self.event_every, self.report_every) < 0:
-            raise ValueError("latency and intervals cannot be negative")
+            raise ConfigError("latency and intervals cannot be negative")
         if self.connect_concurrency < 1:
-            raise ValueError("connect concurrency must be at least 1")
+            raise ConfigError("connect concurrency must be at least 1")
 
 
 @dataclass(slots=True)

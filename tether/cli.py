@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import logging
 import signal
 import sys
 from collections.abc import Callable, Sequence
 from types import FrameType
 
-from mosquitto.config import (
-    BrokerConfigError,
-    load_or_create_bridge_credentials,
-    render_broker_files,
-)
+import tether
+from mosquitto.config import load_or_create_bridge_credentials, render_broker_files
 from mosquitto.process import MosquittoProcess
-from tether.flags import add_broker_flags, add_http_address_flags, broker_settings, env_default
+from tether.cli_errors import run_handler
+from tether.flags import add_broker_flags, add_http_address_flags, broker_settings, env_flag
 from tether.log_redaction import install_redaction, secrets_in
-
-Handler = Callable[[argparse.Namespace], int]
 
 
 def cmd_broker_config(args: argparse.Namespace) -> int:
@@ -60,15 +57,19 @@ def register_broker_commands(sub: argparse._SubParsersAction[argparse.ArgumentPa
         "broker-config", help="write Mosquitto's config for a port and data directory"
     )
     add_broker_flags(config)
-    config.add_argument(
+    env_flag(
+        config,
         "--dynsec-plugin",
-        default=env_default("DYNSEC_PLUGIN"),
-        help="path of mosquitto_dynamic_security.so as the broker sees it (default: found here)",
+        env="DYNSEC_PLUGIN",
+        default_text="found here",
+        help="path of mosquitto_dynamic_security.so as the broker sees it",
     )
-    config.add_argument(
+    env_flag(
+        config,
         "--broker-user",
-        default=env_default("BROKER_USER"),
-        help="the user Mosquitto drops to when started as root (default: the data dir's owner)",
+        env="BROKER_USER",
+        default_text="the data dir's owner",
+        help="the user Mosquitto drops to when started as root",
     )
     config.set_defaults(handler=cmd_broker_config)
 
@@ -101,22 +102,38 @@ def register_up(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     add_broker_flags(up)
     add_http_address_flags(up)
-    up.add_argument(
+    env_flag(
+        up,
         "--shards",
+        env="SHARDS",
         type=int,
-        default=int(s) if (s := env_default("SHARDS")) else None,
-        help="shard count of a new store (TETHER_SHARDS, default 8)",
+        default_text="8",
+        help="shard count of a new store; an existing store keeps its own",
     )
-    up.add_argument(
+    env_flag(
+        up,
         "--simulate",
+        env="SIMULATE",
         type=int,
-        default=int(env_default("SIMULATE", "0") or 0),
+        default=0,
         metavar="N",
-        help="also run N simulated devices, provisioned through the API (TETHER_SIMULATE)",
+        help="also run N simulated devices, provisioned through the API",
     )
-    up.add_argument("--sim-latency", type=float, default=0.05, help="simulated handler latency, s")
-    up.add_argument(
-        "--sim-failure-rate", type=float, default=0.0, help="share of commands that fail"
+    env_flag(
+        up,
+        "--sim-latency",
+        env="SIM_LATENCY",
+        type=float,
+        default=0.05,
+        help="mean handler latency of the simulated devices, seconds",
+    )
+    env_flag(
+        up,
+        "--sim-failure-rate",
+        env="SIM_FAILURE_RATE",
+        type=float,
+        default=0.0,
+        help="share of commands the simulated devices fail (0..1)",
     )
     up.set_defaults(handler=cmd_up)
 
@@ -136,9 +153,18 @@ def registrars() -> list[Callable[[argparse._SubParsersAction[argparse.ArgumentP
     ]
 
 
+def version() -> str:
+    """The installed package's version (pyproject.toml), or the source tree's when not installed."""
+    try:
+        return importlib.metadata.version("tether")
+    except importlib.metadata.PackageNotFoundError:
+        return tether.__version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tether", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"tether {version()}")
+    env_flag(parser, "-v", "--verbose", env="VERBOSE", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for register in registrars():
         register(sub)
@@ -155,12 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
     install_redaction(secrets_in(args))  # no token reaches a log line, whoever logs it
-    handler: Handler = args.handler
-    try:
-        return handler(args)
-    except BrokerConfigError as exc:
-        print(f"tether: {exc}", file=sys.stderr)
-        return 2
+    return run_handler(args.handler, args)
 
 
 if __name__ == "__main__":

@@ -12,9 +12,10 @@ import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from urllib.parse import quote
 
 import httpx
+
+from tether.protocol.paths import api_path
 
 
 class ProvisioningError(RuntimeError):
@@ -61,7 +62,7 @@ def provision_fleet(
             row = known[device_id]
         else:
             if device_id in existing:
-                response = api.post(f"/api/devices/{quote(device_id, safe='')}/rotate")
+                response = api.post(api_path("devices", device_id, "rotate"))
             else:
                 response = api.post("/api/devices", json={"id": device_id})
             if response.status_code not in (200, 201):

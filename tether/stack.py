@@ -30,6 +30,7 @@ from mosquitto.process import MosquittoProcess, die_with_parent, port_in_use
 from tether.credentials import new_secret
 from tether.datadir_lock import DataDirBusy, DataDirLock
 from tether.fleet import ProvisioningError, numbered_ids, provision_fleet
+from tether.wording import plural
 
 ADMIN_TOKEN_FILE = "admin-token"
 SIM_CREDENTIALS_FILE = "simulated-devices.json"
@@ -225,7 +226,9 @@ class Stack:
         step = 3
         if s.simulate:
             started = self._step(
-                step, total, f"provisioning {s.simulate} simulated devices through the API"
+                step,
+                total,
+                f"provisioning {plural(s.simulate, 'simulated device')} through the API",
             )
             credentials = self._provision_fleet()
             sim = Child(
@@ -304,7 +307,9 @@ class Stack:
                 if not sim.alive():
                     raise StackError(f"the simulator exited; its log:\n{sim.log_tail()}")
                 if time.monotonic() > deadline:
-                    raise StackError(f"only {online} of {count} devices came online in time")
+                    raise StackError(
+                        f"only {online} of {plural(count, 'device')} came online in time"
+                    )
                 time.sleep(0.2)  # polling the fleet while it connects
 
     def _announce(self) -> None:

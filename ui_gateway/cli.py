@@ -13,27 +13,27 @@ import httpx
 import uvicorn
 
 from broker_bridge.cli import add_bridge_flags, bridge_settings, hold_data_dir
-from tether.flags import add_broker_flags, add_http_address_flags, env_default
+from tether.flags import add_broker_flags, add_http_address_flags, env_flag
 from tether.log_redaction import install_redaction, secrets_in
-from tether.protocol import CommandState
+from tether.protocol import CommandState, parse_time, validate_device_id
+from tether.protocol.paths import api_path
+from tether.wording import plural
 from ui_gateway.auth import TokenTable
 from ui_gateway.server import uvicorn_config
 from ui_gateway.settings import GatewaySettings
 
+DEFAULT_WAIT_TIMEOUT = 330.0  # the execution timeout (300 s) and some slack
+
 
 def add_http_flags(parser: argparse.ArgumentParser) -> None:
     add_http_address_flags(parser)
-    parser.add_argument(
+    env_flag(
+        parser,
         "--tokens-file",
+        env="TOKENS_FILE",
         type=Path,
-        default=_path(env_default("TOKENS_FILE")),
-        help='JSON {"tokens": [{"token", "role", "name"}]} (TETHER_TOKENS_FILE); '
-        "TETHER_ADMIN_TOKEN adds an admin token",
+        help='JSON {"tokens": [{"token", "role", "name"}]}; TETHER_ADMIN_TOKEN adds an admin token',
     )
-
-
-def _path(text: str | None) -> Path | None:
-    return Path(text) if text else None
 
 
 def gateway_settings(args: argparse.Namespace) -> GatewaySettings:
@@ -60,16 +60,18 @@ def cmd_gateway(args: argparse.Namespace) -> int:
 
 
 def add_client_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+    env_flag(
+        parser,
         "--url",
-        default=env_default("URL", "http://127.0.0.1:8080"),
-        help="the stack's HTTP address (TETHER_URL, default http://127.0.0.1:8080)",
+        env="URL",
+        default="http://127.0.0.1:8080",
+        help="the stack's HTTP address",
     )
-    parser.add_argument("--token", default=env_default("TOKEN"), help="bearer token (TETHER_TOKEN)")
+    env_flag(parser, "--token", env="TOKEN", help="bearer token; prefer the variable")
 
 
 class ClientError(Exception):
-    pass
+    """What a client command tells its user: a refusal, a bad flag; never a traceback."""
 
 
 def _client(args: argparse.Namespace) -> httpx.Client:
@@ -92,6 +94,7 @@ def _check(response: httpx.Response) -> Any:
 
 
 def cmd_send(args: argparse.Namespace) -> int:
+    device = validate_device_id(args.device)
     try:
         command_args = json.loads(args.args) if args.args else {}
     except ValueError as exc:
@@ -100,8 +103,12 @@ def cmd_send(args: argparse.Namespace) -> int:
     if args.ttl is not None:
         body["ttl"] = args.ttl
     with _client(args) as client:
-        record = _check(client.post(f"/api/devices/{args.device}/commands", json=body))
+        record = _check(client.post(api_path("devices", device, "commands"), json=body))
         print(f"{record['id']} {record['state']}", flush=True)
+        hint = offline_hint(client, device, record)
+        if hint:
+            wait = f"; --wait gives up after {args.timeout:g} s" if args.wait else ""
+            print(f"{hint}{wait}", file=sys.stderr, flush=True)
         if not args.wait:
             return 0
         return _follow(client, record, args.timeout)
@@ -126,6 +133,25 @@ def outcome_note(record: dict[str, Any]) -> str:
     if state == "timed_out":
         return "timed out here; the device may still finish it, and its record will say so (late)"
     return ""
+
+
+def offline_hint(client: httpx.Client, device: str, record: dict[str, Any]) -> str | None:
+    """``pump-7 is offline; the command waits until it reconnects (no TTL)``, or None if online.
+
+    Best effort: a device the server cannot describe right now gets no hint, not an error.
+    """
+    response = client.get(api_path("devices", device))
+    if not response.is_success or response.json().get("online", True):
+        return None
+    return f"{device} is offline; the command waits until it reconnects ({ttl_text(record)})"
+
+
+def ttl_text(record: dict[str, Any]) -> str:
+    expires_at = record.get("expires_at")
+    if not expires_at:
+        return "no TTL"
+    ttl = (parse_time(expires_at) - parse_time(record["issued_at"])).total_seconds()
+    return f"TTL {ttl:g} s: it expires at {expires_at} if still undelivered"
 
 
 def _follow(client: httpx.Client, record: dict[str, Any], timeout: float) -> int:
@@ -156,7 +182,7 @@ def _follow(client: httpx.Client, record: dict[str, Any], timeout: float) -> int
             return 3
         time.sleep(delay)  # the CLI polls the record; every hop is in it, so none is missed
         delay = min(delay * 1.5, 0.5)
-        record = _check(client.get(f"/api/commands/{record['id']}"))
+        record = _check(client.get(api_path("commands", record["id"])))
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -185,7 +211,7 @@ def format_status(fleet: dict[str, Any]) -> str:
         )
     d = fleet["devices"]
     lines.append(f"devices  {d['total']} total, {d['online']} online, {d['offline']} offline")
-    lines.append(f"pending  {fleet['pending']} commands")
+    lines.append(f"pending  {plural(fleet['pending'], 'command')}")
     states = ", ".join(f"{k} {v}" for k, v in sorted(fleet.get("commands_by_state", {}).items()))
     lines.append(f"commands {states or 'none yet'}")
     latency = fleet.get("latency_ms", {})
@@ -212,33 +238,31 @@ def format_status(fleet: dict[str, Any]) -> str:
 
 
 def cmd_provision(args: argparse.Namespace) -> int:
-    from tether.fleet import ProvisioningError, numbered_ids, provision_fleet
+    from tether.fleet import numbered_ids, provision_fleet
 
-    ids = list(args.ids) + (numbered_ids(args.count, args.prefix) if args.count else [])
+    ids = list(args.ids) + (numbered_ids(args.count, args.id_prefix) if args.count else [])
     if not ids:
         raise ClientError("name device ids, or give --count N")
+    for device in ids:
+        validate_device_id(device)
     with _client(args) as client:
-        try:
-            rows = provision_fleet(client, ids, args.out, rotate=args.rotate)
-        except ProvisioningError as exc:
-            raise ClientError(str(exc)) from None
-    print(f"{len(rows)} devices ready; credentials in {args.out}")
+        rows = provision_fleet(client, ids, args.out, rotate=args.rotate)
+    print(f"{plural(len(rows), 'device')} ready; credentials in {args.out}")
     return 0
 
 
-def _run_client(handler: Any) -> Any:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            result: int = handler(args)
-            return result
-        except ClientError as exc:
-            print(f"tether: {exc}", file=sys.stderr)
-            return 2
-        except httpx.HTTPError as exc:
-            print(f"tether: cannot reach {args.url}: {exc}", file=sys.stderr)
-            return 2
+class _RenamedFlag(argparse.Action):
+    """An old spelling that still works, with a note on stderr naming the new one."""
 
-    return run
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        print(f"tether: {option_string} is now {self.const}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -253,35 +277,80 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     send = sub.add_parser("send", help="send a command to a device of a running stack")
     send.add_argument("device")
     send.add_argument("name")
-    send.add_argument("--args", help="JSON object of arguments")
-    send.add_argument("--ttl", type=float, help="seconds before an undelivered command expires")
-    send.add_argument(
-        "--wait", action="store_true", help="follow it to a terminal state; exit 0 only on success"
+    env_flag(send, "--args", env="SEND_ARGS", help="JSON object of arguments")
+    env_flag(
+        send,
+        "--ttl",
+        env="SEND_TTL",
+        type=float,
+        default_text="the stack's, none unless set",
+        help="seconds before an undelivered command expires",
     )
-    send.add_argument(
-        "--timeout", type=float, default=330.0, help="give up waiting after this long"
+    env_flag(
+        send,
+        "--wait",
+        env="SEND_WAIT",
+        action="store_true",
+        help="follow it to a terminal state; exit 0 only on success, 3 when --timeout "
+        f"(default {DEFAULT_WAIT_TIMEOUT:g} s) runs out first",
+    )
+    env_flag(
+        send,
+        "--timeout",
+        env="SEND_TIMEOUT",
+        type=float,
+        default=DEFAULT_WAIT_TIMEOUT,
+        help="with --wait, give up after this many seconds",
     )
     add_client_flags(send)
-    send.set_defaults(handler=_run_client(cmd_send))
+    send.set_defaults(handler=cmd_send)
 
     provision = sub.add_parser(
         "provision", help="provision devices through the API and save their logins to a file"
     )
     provision.add_argument("ids", nargs="*", help="device ids")
-    provision.add_argument("--count", type=int, default=0, help="also PREFIX00001..PREFIX<N>")
-    provision.add_argument("--prefix", default="sim-", help="prefix of numbered ids (default sim-)")
-    provision.add_argument(
-        "--out", type=Path, required=True, help="credentials file (JSON, 0600) for tether simulate"
+    env_flag(
+        provision,
+        "--count",
+        env="PROVISION_COUNT",
+        type=int,
+        default=0,
+        help="also N numbered ids: ID_PREFIX00001, ID_PREFIX00002, ...",
+    )
+    env_flag(
+        provision,
+        "--id-prefix",
+        env="SIM_ID_PREFIX",
+        default="sim-",
+        help="prefix of the numbered device ids",
     )
     provision.add_argument(
+        "--prefix",
+        dest="id_prefix",
+        action=_RenamedFlag,
+        const="--id-prefix",
+        default=argparse.SUPPRESS,
+        help=argparse.SUPPRESS,
+    )
+    env_flag(
+        provision,
+        "--out",
+        env="SIM_CREDENTIALS",
+        type=Path,
+        required=True,
+        help="credentials file (JSON, 0600) for tether simulate",
+    )
+    env_flag(
+        provision,
         "--rotate",
+        env="PROVISION_ROTATE",
         action="store_true",
         help="give devices that exist, but whose password is not in --out, a new password "
         "(a device still using the old one is disconnected)",
     )
     add_client_flags(provision)
-    provision.set_defaults(handler=_run_client(cmd_provision))
+    provision.set_defaults(handler=cmd_provision)
 
     status = sub.add_parser("status", help="print the fleet and broker figures of a running stack")
     add_client_flags(status)
-    status.set_defaults(handler=_run_client(cmd_status))
+    status.set_defaults(handler=cmd_status)
