@@ -149,9 +149,11 @@ export function createFleetPanel(root, { api, interval = 2000, onDevice = null }
           : null,
       ]);
       if (mine !== generation) return;
-      if (wantHistory) {
+      // A reply for a range the user has left is dropped (historyAt stays due: the next poll
+      // fetches the new range).
+      if (wantHistory && range === monitor.range()) {
         historyAt = Date.now();
-        if (range === monitor.range()) monitor.setHistory(isPlainObject(history) && Array.isArray(history.points) ? history : null);
+        monitor.setHistory(isPlainObject(history) && Array.isArray(history.points) ? history : null);
       }
       render(isPlainObject(data) ? data : {});
       setText(status, `updated ${formatClock(Date.now(), { millis: false })}`);
