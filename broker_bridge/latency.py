@@ -3,6 +3,11 @@
 Recorded when a transition is committed; read by ``/api/fleet`` (p50/p99 over the window) and
 ``/metrics`` (cumulative histograms). Bounded memory: ``window_minutes`` slots of one histogram
 per hop, whatever the load.
+
+Two bucket sets: :data:`BOUNDS` (three per decade) are the Prometheus buckets; the window uses
+:data:`FINE_BOUNDS` (ten per decade) and reports quantiles interpolated inside a bucket, clamped
+to the smallest and largest value seen, so ``p50`` is an estimate of the value (within a few per
+cent), not the upper bound of a coarse bucket.
 """
 
 from __future__ import annotations
@@ -37,43 +42,95 @@ BOUNDS: tuple[float, ...] = (
     500.0,
     600.0,
 )
+# Upper bounds in seconds for quantile estimates: 0.1 ms to 1,000 s, ten per decade (a bucket is
+# 26 % wide, so an interpolated value is off by a few per cent at most).
+FINE_BOUNDS: tuple[float, ...] = tuple(
+    float(f"{10 ** (exponent / 10):.3g}") for exponent in range(-40, 31)
+)
+
+
+def interpolated_quantile(
+    counts: list[int],
+    bounds: tuple[float, ...],
+    q: float,
+    low: float | None = None,
+    high: float | None = None,
+) -> float | None:
+    """The q-quantile of a bucketed distribution, interpolated inside its bucket (pure).
+
+    ``counts[i]`` holds values ``≤ bounds[i]`` (the last count: beyond the last bound). Inside a
+    bucket the value is interpolated geometrically (the bounds are log-spaced; the first bucket,
+    from 0, linearly). ``low``/``high``, the smallest and largest values seen when known, clamp
+    the estimate and stand in for the open ends. None without values."""
+    n = sum(counts)
+    if n == 0:
+        return None
+    rank = min(max(q, 0.0), 1.0) * n
+    seen = 0
+    value = bounds[-1]
+    for i, count in enumerate(counts):
+        if count == 0 or seen + count < rank:
+            seen += count
+            continue
+        fraction = (rank - seen) / count
+        lower = bounds[i - 1] if i > 0 else 0.0
+        upper = bounds[i] if i < len(bounds) else (high if high is not None else bounds[-1])
+        upper = max(upper, lower)
+        if lower > 0 and upper > lower:
+            value = lower * (upper / lower) ** fraction
+        else:
+            value = lower + (upper - lower) * fraction
+        break
+    if low is not None:
+        value = max(value, low)
+    if high is not None:
+        value = min(value, high)
+    return value
 
 
 @dataclass
 class Histogram:
-    counts: list[int] = field(default_factory=lambda: [0] * (len(BOUNDS) + 1))
+    bounds: tuple[float, ...] = BOUNDS
+    counts: list[int] = field(default_factory=list)
     total: float = 0.0
     n: int = 0
+    low: float | None = None
+    high: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.counts:
+            self.counts = [0] * (len(self.bounds) + 1)
 
     def add(self, seconds: float) -> None:
-        self.counts[bisect.bisect_left(BOUNDS, seconds)] += 1
+        self.counts[bisect.bisect_left(self.bounds, seconds)] += 1
         self.total += seconds
         self.n += 1
+        self.low = seconds if self.low is None else min(self.low, seconds)
+        self.high = seconds if self.high is None else max(self.high, seconds)
 
     def merge(self, other: Histogram) -> None:
+        if other.bounds != self.bounds:
+            raise ValueError("cannot merge histograms with other buckets")
         for i, count in enumerate(other.counts):
             self.counts[i] += count
         self.total += other.total
         self.n += other.n
+        for value in (other.low, other.high):
+            if value is not None:
+                self.low = value if self.low is None else min(self.low, value)
+                self.high = value if self.high is None else max(self.high, value)
 
     def quantile(self, q: float) -> float | None:
-        """The upper bound of the bucket holding the q-quantile (an upper estimate), capped at
-        the largest bound (600 s): JSON has no infinity."""
-        if self.n == 0:
-            return None
-        rank = q * self.n
-        seen = 0
-        for i, count in enumerate(self.counts):
-            seen += count
-            if seen >= rank and count:
-                return BOUNDS[min(i, len(BOUNDS) - 1)]
-        return BOUNDS[-1]
+        """The q-quantile, interpolated within its bucket and clamped to the values seen."""
+        return interpolated_quantile(self.counts, self.bounds, q, self.low, self.high)
 
 
 @dataclass
 class _Slot:
     minute: int
-    hops: dict[str, Histogram] = field(default_factory=lambda: {h: Histogram() for h in HOPS})
+    hops: dict[str, Histogram] = field(
+        default_factory=lambda: {h: Histogram(FINE_BOUNDS) for h in HOPS}
+    )
     states: dict[str, int] = field(default_factory=dict)
 
 
@@ -105,7 +162,7 @@ class LatencyWindow:
         with self._lock:
             oldest = int(self._clock() // 60) - self.window_minutes + 1
             live = [s for s in self._slots if s.minute >= oldest]
-            merged = {h: Histogram() for h in HOPS}
+            merged = {h: Histogram(FINE_BOUNDS) for h in HOPS}
             for slot in live:
                 for hop, histogram in slot.hops.items():
                     merged[hop].merge(histogram)

@@ -8,7 +8,13 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from broker_bridge.store.queries import device_commands, get_command, get_device, list_devices
+from broker_bridge.store.queries import (
+    device_commands,
+    device_events,
+    get_command,
+    get_device,
+    list_devices,
+)
 from tether.protocol import CommandState, validate_device_id
 from ui_gateway.auth import Role
 from ui_gateway.context import gateway_of
@@ -115,6 +121,30 @@ async def command_history(request: Request) -> Response:
         device_id, lambda c: device_commands(c, device_id, state=state, limit=limit, before=before)
     )
     return JSONResponse({"commands": records})
+
+
+_EVENT_KINDS = ("presence", "device_event")
+
+
+async def device_event_history(request: Request) -> Response:
+    """A device's latest presence changes and device events, newest first (what the event log
+    still keeps), for the dashboard's device page."""
+    gateway = gateway_of(request)
+    gateway.authenticate(request, Role.VIEWER)
+    device_id = _device_id(request)
+    kind = request.query_params.get("kind")
+    if kind is not None and kind not in _EVENT_KINDS:
+        raise bad_request(f"?kind must be one of {', '.join(_EVENT_KINDS)}")
+    limit = query_int(request, "limit", 50, 1, gateway.settings.history_limit)
+    store = gateway.bridge.store
+    known = await store.aread_device(device_id, lambda c: get_device(c, device_id))
+    if known is None:
+        raise ApiError(404, "unknown_device", f"no device {device_id!r}")
+    kinds = (kind,) if kind else _EVENT_KINDS
+    events = await store.aread_device(
+        device_id, lambda c: device_events(c, device_id, kinds, limit)
+    )
+    return JSONResponse({"events": events})
 
 
 async def _find_command(request: Request) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from ui_gateway.auth import Role, TokenTable
 from ui_gateway.context import Gateway, gateway_of
 from ui_gateway.errors import ApiError, handle_known_errors
 from ui_gateway.fleet import bridge_figures, fleet_summary
+from ui_gateway.history import RANGES, fleet_history
 from ui_gateway.hub import EventHub
 from ui_gateway.metrics import metrics_endpoint
 from ui_gateway.openapi import openapi_document
@@ -40,6 +41,15 @@ async def fleet(request: Request) -> Response:
     gateway = gateway_of(request)
     gateway.authenticate(request, Role.VIEWER)
     return JSONResponse(await fleet_summary(gateway.bridge.store, bridge_figures(gateway)))
+
+
+async def history(request: Request) -> Response:
+    gateway = gateway_of(request)
+    gateway.authenticate(request, Role.VIEWER)
+    range_name = request.query_params.get("range", "1h")
+    if range_name not in RANGES:
+        raise ApiError(400, "bad_request", f"?range must be one of {', '.join(RANGES)}")
+    return JSONResponse(await fleet_history(gateway.bridge.store, range_name))
 
 
 async def openapi(request: Request) -> Response:
@@ -79,9 +89,11 @@ def create_app(
         Route("/api/devices/{device_id}/rotate", api.rotate_password, methods=["POST"]),
         Route("/api/devices/{device_id}/commands", api.command_history, methods=["GET"]),
         Route("/api/devices/{device_id}/commands", api.send_command, methods=["POST"]),
+        Route("/api/devices/{device_id}/events", api.device_event_history, methods=["GET"]),
         Route("/api/commands/{command_id}", api.one_command, methods=["GET"]),
         Route("/api/commands/{command_id}/cancel", api.cancel_command, methods=["POST"]),
         Route("/api/fleet", fleet),
+        Route("/api/fleet/history", history),
         Route("/metrics", metrics_endpoint),
         Route("/healthz", api.healthz),
         Route("/readyz", api.readyz),

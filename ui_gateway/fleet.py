@@ -2,54 +2,16 @@
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
+from broker_bridge.store.queries import fleet_counts
 from broker_bridge.store.sharded import ShardedStore
-from tether.protocol import PENDING_STATES, format_time
+from tether.protocol import format_time
 from ui_gateway.context import Gateway
 
-_PENDING = tuple(s.value for s in PENDING_STATES)
-
-
-_PROBLEM_STATES = ("failed", "rejected", "expired", "undeliverable", "timed_out")
 TOP = 5
-
-
-def shard_counts(conn: sqlite3.Connection, since: str) -> dict[str, Any]:
-    devices = conn.execute(
-        "SELECT count(*), coalesce(sum(online), 0), coalesce(sum(pending), 0) "
-        "FROM devices WHERE revoked_at IS NULL"
-    ).fetchone()
-    states = dict(conn.execute("SELECT state, count(*) FROM commands GROUP BY state").fetchall())
-    by_pending = conn.execute(
-        "SELECT id, pending FROM devices WHERE revoked_at IS NULL AND pending > 0 "
-        "ORDER BY pending DESC, id LIMIT ?",
-        (TOP,),
-    ).fetchall()
-    by_failures = conn.execute(
-        f"SELECT device_id, count(*) FROM commands WHERE finished_at >= ? "
-        f"AND state IN ({','.join('?' * len(_PROBLEM_STATES))}) "
-        "GROUP BY device_id ORDER BY count(*) DESC, device_id LIMIT ?",
-        (since, *_PROBLEM_STATES, TOP),
-    ).fetchall()
-    slowest = conn.execute(
-        "SELECT device_id, avg((julianday(finished_at) - julianday(queued_at)) * 86400000.0), "
-        "count(*) FROM commands WHERE finished_at >= ? AND state = 'succeeded' "
-        "GROUP BY device_id ORDER BY 2 DESC, device_id LIMIT ?",
-        (since, TOP),
-    ).fetchall()
-    return {
-        "slowest": [tuple(r) for r in slowest],
-        "devices": devices[0],
-        "online": devices[1],
-        "pending": devices[2],
-        "states": states,
-        "by_pending": [tuple(r) for r in by_pending],
-        "by_failures": [tuple(r) for r in by_failures],
-    }
 
 
 async def fleet_summary(
@@ -57,13 +19,14 @@ async def fleet_summary(
 ) -> dict[str, Any]:
     """Counts from every shard (a failing shard is named), plus ``extras`` from the bridge."""
     since = format_time(datetime.now(UTC) - timedelta(seconds=failures_window))
-    results = await store.fan_out(partial(shard_counts, since=since))
+    results = await store.fan_out(partial(fleet_counts, since=since, top=TOP))
     total = online = pending = 0
     states: dict[str, int] = {}
     shards = []
     by_pending: list[tuple[str, int]] = []
     by_failures: list[tuple[str, int]] = []
-    slowest: list[tuple[str, float, int]] = []
+    slowest: list[tuple[str, float, float, int]] = []
+    waits: list[tuple[str, float, int]] = []
     for result in results:
         if not result.ok or result.value is None:
             shards.append({"shard": result.shard, "ok": False, "error": result.error})
@@ -77,6 +40,7 @@ async def fleet_summary(
         by_pending += value["by_pending"]
         by_failures += value["by_failures"]
         slowest += value["slowest"]
+        waits += value["waits"]
         shards.append({"shard": result.shard, "ok": True})
     return {
         "devices": {"total": total, "online": online, "offline": total - online},
@@ -90,9 +54,20 @@ async def fleet_summary(
             {"device": d, "failures": n}
             for d, n in sorted(by_failures, key=lambda x: (-x[1], x[0]))[:TOP]
         ],
+        # The time the device itself took (delivered → final), apart from the time commands
+        # waited for it to come online and take them (queued → delivered).
         "slowest": [
-            {"device": d, "mean_end_to_end_ms": round(ms, 1), "commands": n}
-            for d, ms, n in sorted(slowest, key=lambda x: (-x[1], x[0]))[:TOP]
+            {
+                "device": d,
+                "mean_device_ms": round(device_ms, 1),
+                "mean_end_to_end_ms": round(e2e_ms, 1),
+                "commands": n,
+            }
+            for d, device_ms, e2e_ms, n in sorted(slowest, key=lambda x: (-x[1], x[0]))[:TOP]
+        ],
+        "longest_waits": [
+            {"device": d, "mean_wait_ms": round(ms, 1), "commands": n}
+            for d, ms, n in sorted(waits, key=lambda x: (-x[1], x[0]))[:TOP]
         ],
         "failures_window_seconds": failures_window,
         "shards": shards,

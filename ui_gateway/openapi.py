@@ -168,6 +168,54 @@ SCHEMAS: dict[str, Any] = {
         },
     },
     "Fleet": {"type": "object"},
+    "FleetHistory": {
+        "type": "object",
+        "required": ["range", "range_seconds", "step_seconds", "from", "to", "points"],
+        "properties": {
+            "range": {"type": "string", "enum": ["15m", "1h", "6h"]},
+            "range_seconds": {"type": "integer"},
+            "step_seconds": {"type": "integer"},
+            "from": {"type": "integer", "description": "epoch seconds, the first minute"},
+            "to": {"type": "integer", "description": "epoch seconds, the end of the last minute"},
+            "points": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["t", "finished", "states", "count", "p50_ms", "p99_ms"],
+                    "properties": {
+                        "t": {"type": "integer", "description": "epoch seconds of the minute"},
+                        "finished": {"type": "integer", "minimum": 0},
+                        "states": {
+                            "type": "object",
+                            "additionalProperties": {"type": "integer"},
+                        },
+                        "count": {"type": "integer", "minimum": 0},
+                        "p50_ms": {"type": ["number", "null"]},
+                        "p99_ms": {"type": ["number", "null"]},
+                    },
+                },
+            },
+            "latency_ms": {"type": "object"},
+            "shards": {"type": "array", "items": {"type": "object"}},
+        },
+    },
+    "DeviceEvents": {
+        "type": "object",
+        "properties": {
+            "events": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["kind", "at", "data"],
+                    "properties": {
+                        "kind": {"type": "string", "enum": ["presence", "device_event"]},
+                        "at": {"type": "string", "format": "date-time"},
+                        "data": {"type": "object"},
+                    },
+                },
+            }
+        },
+    },
 }
 
 
@@ -308,6 +356,30 @@ def openapi_document() -> dict[str, Any]:
                     },
                 },
             },
+            "/api/devices/{device_id}/events": {
+                "parameters": [DEVICE_PARAM],
+                "get": {
+                    "summary": "A device's latest presence changes and events, newest first",
+                    "parameters": [
+                        {
+                            "name": "kind",
+                            "in": "query",
+                            "schema": {"type": "string", "enum": ["presence", "device_event"]},
+                        },
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 200},
+                        },
+                    ],
+                    "responses": {
+                        **_ok("events", "DeviceEvents"),
+                        "400": _error("bad query"),
+                        "404": _error("unknown device"),
+                        **COMMON,
+                    },
+                },
+            },
             "/api/commands/{command_id}": {
                 "parameters": [COMMAND_PARAM],
                 "get": {
@@ -335,6 +407,24 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "summary": "Fleet aggregates across shards",
                     "responses": {**_ok("fleet", "Fleet"), **COMMON},
+                }
+            },
+            "/api/fleet/history": {
+                "get": {
+                    "summary": "Per-minute fleet history from the store (finished commands, "
+                    "end-to-end latency) and hop latency over the range",
+                    "parameters": [
+                        {
+                            "name": "range",
+                            "in": "query",
+                            "schema": {"type": "string", "enum": ["15m", "1h", "6h"]},
+                        }
+                    ],
+                    "responses": {
+                        **_ok("history", "FleetHistory"),
+                        "400": _error("unknown range"),
+                        **COMMON,
+                    },
                 }
             },
             "/api/events": {

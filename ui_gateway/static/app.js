@@ -8,6 +8,8 @@ import { FleetTable } from './devices.js';
 import { CommandList, isCommandRecord } from './commands.js';
 import { EventLog } from './eventlog.js';
 import { createFleetPanel } from './fleet.js';
+import { DevicePage } from './devicepage.js';
+import { formatDuration } from './charts.js';
 
 const KEYS = { token: 'tether.token', cursor: 'tether.cursor', device: 'tether.device' };
 const REPLY_TIMEOUT_MS = 15_000; // a send/cancel without reply is reported, not retried
@@ -50,6 +52,7 @@ const els = {
   eventLog: byId('event-log'),
   eventCount: byId('event-count'),
   eventClear: byId('event-log-clear'),
+  devicePage: byId('device-page'),
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -133,6 +136,7 @@ const fleet = new FleetTable({
   count: els.fleetCount,
   empty: els.fleetEmpty,
   onSelect: (id) => selectDevice(id),
+  onOpen: (id) => openDevicePage(id),
 });
 
 const commandList = new CommandList({
@@ -156,6 +160,45 @@ const fleetPanel = createFleetPanel(els.fleetPanel, {
     if (fleet.has(id)) selectDevice(id);
   },
 });
+
+const devicePage = new DevicePage({
+  root: els.devicePage,
+  api,
+  onCancel: (record) => cancelCommand(record),
+  onClose: () => closeDevicePage(),
+});
+
+/** The device named by #device=<id> in the address, or null. */
+function deviceFromFragment() {
+  const part = location.hash.replace(/^#/, '').split('&').find((p) => p.startsWith('device='));
+  if (!part) return null;
+  try {
+    return decodeURIComponent(part.slice('device='.length)) || null;
+  } catch {
+    return null;
+  }
+}
+
+function openDevicePage(id) {
+  const hash = `#device=${encodeURIComponent(id)}`;
+  if (location.hash !== hash) location.hash = hash; // hashchange opens it
+  else routeDevicePage();
+}
+
+function closeDevicePage() {
+  if (deviceFromFragment() !== null) history.replaceState(history.state, '', `${location.pathname}${location.search}`);
+  devicePage.close();
+}
+
+function routeDevicePage() {
+  const id = deviceFromFragment();
+  if (id === null || !live) {
+    if (devicePage.openId !== null) devicePage.close();
+    return;
+  }
+  if (id !== devicePage.openId) devicePage.open(id);
+}
+window.addEventListener('hashchange', routeDevicePage);
 
 let noticeTimer = null;
 function showNotice(text) {
@@ -384,6 +427,7 @@ function onEvent(message) {
   const data = message.data;
   if (kind === 'command' && isCommandRecord(data)) onCommandRecord(data);
   else if (kind === 'presence' && isPlainObject(data)) fleet.upsert(data, 'event');
+  devicePage.addEvent(kind, data);
   eventLog.add(kind, data);
 }
 
@@ -397,6 +441,7 @@ function onReset(message) {
 
 function onCommandRecord(record) {
   commandList.upsert(record);
+  devicePage.upsertCommand(record);
   scheduleDeviceRefresh(record.device);
 }
 
@@ -443,7 +488,7 @@ function onAccepted(message) {
   if (info?.kind === 'send') {
     setSending(false);
     clearConsoleError();
-    setText(els.consoleStatus, isCommandRecord(record) ? `Accepted: ${record.name} as ${record.id}` : 'Accepted.');
+    setText(els.consoleStatus, isCommandRecord(record) ? acceptedText(record) : 'Accepted.');
   } else if (info?.kind === 'cancel') {
     commandList.setCancelling(info.commandId, false);
     commandList.setNote(info.commandId, null);
@@ -584,6 +629,21 @@ function onConsoleSubmit(event) {
   }
 }
 
+/** "Accepted: echo as <id>", and when the device is offline, that the command waits for it. */
+function acceptedText(record) {
+  const text = `Accepted: ${record.name} as ${record.id}`;
+  const device = fleet.get(record.device);
+  if (!device || device.online !== false || isTerminalState(record.state)) return text;
+  const issued = Date.parse(record.issued_at);
+  const expires = Date.parse(record.expires_at);
+  const ttl = Number.isFinite(issued) && Number.isFinite(expires) ? `TTL ${formatDuration(Math.round((expires - issued) / 1000))}` : 'no TTL';
+  return `${text}. ${record.device} is offline; the command waits until it reconnects (${ttl}).`;
+}
+
+function isTerminalState(state) {
+  return !['queued', 'sent', 'delivered'].includes(state);
+}
+
 async function sendOverRest({ device, name, args, ttl }) {
   setSending(true, 'Sending over REST (the live connection is down)…');
   const body = { name, args };
@@ -593,7 +653,7 @@ async function sendOverRest({ device, name, args, ttl }) {
     const record = isCommandRecord(data) ? data : data?.command;
     if (isCommandRecord(record)) {
       onCommandRecord(record);
-      setText(els.consoleStatus, `Accepted: ${record.name} as ${record.id}`);
+      setText(els.consoleStatus, acceptedText(record));
     } else setText(els.consoleStatus, 'Accepted.');
   } catch (err) {
     showConsoleError(err.code || 'error', err.message || '');
@@ -699,6 +759,7 @@ function setBackgroundInert(on) {
 
 function stopLive() {
   live = false;
+  devicePage.close();
   socket.stop();
   fleetPanel.stop();
   failPendingReplies('The live connection was stopped before the server replied.');
@@ -711,6 +772,7 @@ function startLive() {
   fleetPanel.start();
   reloadState();
   if (dirtyDevices.size) schedulePump(0);
+  routeDevicePage();
 }
 
 els.tokenForm.addEventListener('submit', (event) => {
@@ -733,12 +795,16 @@ els.tokenCancel.addEventListener('click', () => {
 els.tokenChange.addEventListener('click', () => showTokenForm('', { keepToken: true }));
 document.addEventListener('keydown', (event) => {
   if (event.key === 'Escape' && awaitingToken && token) startLive();
+  else if (event.key === 'Escape' && !awaitingToken && devicePage.openId !== null) closeDevicePage();
 });
 
 // ---------------------------------------------------------------------------------------------
 // Start.
 
-setInterval(() => fleet.tick(), 1000);
+setInterval(() => {
+  fleet.tick();
+  devicePage.tick();
+}, 1000);
 renderConnection({ state: 'connecting' });
 const storedDevice = session.get(KEYS.device);
 if (storedDevice) selectDevice(storedDevice);

@@ -3,6 +3,23 @@
 
 import { h, parseTime, formatClock, formatFull, formatLatency, compactJson, prettyJson, isPlainObject } from './dom.js';
 
+/**
+ * A late outcome (an ack the device sent after the command was already final, kept on the record
+ * as `late: {status, result?, error?, at}`) as the words after the state: "but the device ran it
+ * at 12:03:04: succeeded", "but the device received it at 12:03:04". Null when there is none.
+ */
+export function describeLate(record) {
+  const late = isPlainObject(record) ? record.late : null;
+  if (!isPlainObject(late) || typeof late.status !== 'string' || late.status === '') return null;
+  const at = parseTime(late.at);
+  const when = Number.isFinite(at) ? formatClock(at, { millis: false }) : 'a later time';
+  if (late.status === 'received') return `but the device received it at ${when}`;
+  let text = `but the device ran it at ${when}: ${late.status}`;
+  if (late.error !== undefined && late.error !== null) text += ` (${compactJson(describeError(late.error), 80)})`;
+  else if (late.result !== undefined && late.result !== null) text += ` ${compactJson(late.result, 80)}`;
+  return text;
+}
+
 export const TERMINAL_STATES = Object.freeze([
   'succeeded',
   'failed',
@@ -274,6 +291,10 @@ export class CommandList {
       } else if (record.result !== undefined && record.result !== null) {
         body.push(h('pre', { class: 'cmd-output cmd-result', text: prettyJson(record.result) }));
       }
+    }
+    const late = describeLate(record);
+    if (late) {
+      body.push(h('p', { class: 'cmd-late', dataset: { lateStatus: String(record.late.status) }, text: `${state} — ${late}` }));
     }
     const note = this.notes.get(record.id);
     if (note) body.push(h('p', { class: 'cmd-note', role: 'alert', text: note }));

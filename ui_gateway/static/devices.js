@@ -6,7 +6,7 @@
 // snapshot; `pending` and `last_command` are owned by REST (command events only trigger a
 // throttled re-fetch of the device, see app.js).
 
-import { h, setText, parseTime, formatRelative, formatFull, formatCount } from './dom.js';
+import { h, setText, parseTime, formatRelative, formatFull, formatCount, formatSince } from './dom.js';
 
 const collator = new Intl.Collator('en', { numeric: true, sensitivity: 'base' });
 const REST_OWNED = new Set(['pending', 'last_command']);
@@ -37,6 +37,13 @@ export function mergeDevice(current, incoming, source) {
   return merged;
 }
 
+/** "connected for 4 min" for an online device, else "last seen 2 h ago" / "never". */
+export function seenText(record, now = Date.now()) {
+  const since = record.online === true ? parseTime(record.connected_since) : NaN;
+  if (Number.isFinite(since)) return `connected for ${formatSince(since, now)}`;
+  return formatRelative(parseTime(record.last_seen), now);
+}
+
 function isValidRecord(record) {
   return record !== null && typeof record === 'object' && typeof record.id === 'string' && record.id !== '';
 }
@@ -46,8 +53,8 @@ export class FleetTable {
    * @param {{tbody: HTMLElement, picker: HTMLSelectElement, filter: HTMLInputElement,
    *          count: HTMLElement, empty: HTMLElement, onSelect: (id: string) => void}} els
    */
-  constructor({ tbody, picker, filter, count, empty, onSelect }) {
-    Object.assign(this, { tbody, picker, filter, count, empty, onSelect });
+  constructor({ tbody, picker, filter, count, empty, onSelect, onOpen = null }) {
+    Object.assign(this, { tbody, picker, filter, count, empty, onSelect, onOpen });
     /** @type {Map<string, {record: object, row: HTMLTableRowElement, cells: object, option: HTMLOptionElement}>} */
     this.entries = new Map();
     this.order = []; // ids, sorted
@@ -132,12 +139,10 @@ export class FleetTable {
     this.picker.value = entry ? id : '';
   }
 
-  /** Refresh the relative "last seen" texts; called every second. */
+  /** Refresh the relative "connected for" / "last seen" texts; called every second. */
   tick() {
     const now = Date.now();
-    for (const entry of this.entries.values()) {
-      setText(entry.cells.lastSeenText, formatRelative(parseTime(entry.record.last_seen), now));
-    }
+    for (const entry of this.entries.values()) setText(entry.cells.lastSeenText, seenText(entry.record, now));
   }
 
   // -------------------------------------------------------------------------------------------
@@ -165,11 +170,23 @@ export class FleetTable {
       online: h('td', { dataset: { field: 'online' } }),
       lastSeen: h('td', { dataset: { field: 'last_seen' } }),
       pending: h('td', { class: 'num', dataset: { field: 'pending' } }),
-      reconnects: h('td', { class: 'num', dataset: { field: 'reconnects' } }),
+      reconnects: h('td', { class: 'num col-low', dataset: { field: 'reconnects' } }),
     };
     cells.idText = h('code', { class: 'device-id', text: id, title: id });
     cells.revoked = h('span', { class: 'tag tag-revoked', text: 'revoked' }); // attached only when revoked
     cells.device.append(cells.idText);
+    if (this.onOpen) {
+      cells.device.append(
+        h('a', {
+          class: 'device-open',
+          href: `#device=${encodeURIComponent(id)}`,
+          text: 'Details',
+          title: `Open the page of ${id}: its commands, presence history and events`,
+          'aria-label': `Details of ${id}`,
+          onclick: (event) => event.stopPropagation(),
+        }),
+      );
+    }
     cells.dot = h('span', { class: 'dot', 'aria-hidden': 'true' });
     cells.onlineText = h('span', { class: 'online-text' });
     cells.online.append(cells.dot, cells.onlineText);
@@ -218,11 +235,15 @@ export class FleetTable {
     cells.dot.className = online ? 'dot dot-online' : 'dot dot-offline';
     setText(cells.onlineText, online ? 'online' : 'offline');
 
-    const lastSeen = parseTime(record.last_seen);
-    setText(cells.lastSeenText, formatRelative(lastSeen));
-    if (Number.isFinite(lastSeen)) {
-      cells.lastSeenText.setAttribute('datetime', record.last_seen);
-      cells.lastSeenText.title = formatFull(lastSeen);
+    // An online device shows how long it has been connected; an offline one, when it was last seen.
+    const since = online ? parseTime(record.connected_since) : NaN;
+    const shownTime = Number.isFinite(since) ? since : parseTime(record.last_seen);
+    const raw = Number.isFinite(since) ? record.connected_since : record.last_seen;
+    setText(cells.lastSeenText, seenText(record));
+    cells.lastSeen.dataset.kind = Number.isFinite(since) ? 'connected' : 'last_seen';
+    if (Number.isFinite(shownTime)) {
+      cells.lastSeenText.setAttribute('datetime', raw);
+      cells.lastSeenText.title = `${Number.isFinite(since) ? 'connected since' : 'last seen'} ${formatFull(shownTime)}`;
     } else {
       cells.lastSeenText.removeAttribute('datetime');
       cells.lastSeenText.removeAttribute('title');

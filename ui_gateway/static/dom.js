@@ -100,6 +100,19 @@ export function formatRelative(ms, now = Date.now()) {
   return `${Math.floor(hours / 24)} d ago`;
 }
 
+/** How long since `ms`: "a moment", "12 s", "4 min", "3 h 5 min", "2 d". */
+export function formatSince(ms, now = Date.now()) {
+  if (!Number.isFinite(ms)) return '—';
+  const seconds = Math.max(0, Math.floor((now - ms) / 1000));
+  if (seconds < 1) return 'a moment';
+  if (seconds < 60) return `${seconds} s`;
+  const minutes = Math.floor(seconds / 60);
+  if (minutes < 60) return `${minutes} min`;
+  const hours = Math.floor(minutes / 60);
+  if (hours < 48) return minutes % 60 ? `${hours} h ${minutes % 60} min` : `${hours} h`;
+  return `${Math.floor(hours / 24)} d`;
+}
+
 /** A latency in milliseconds: "0.42 ms", "3.1 ms", "87 ms", "12,345 ms". */
 export function formatLatency(ms) {
   if (!Number.isFinite(ms)) return '';

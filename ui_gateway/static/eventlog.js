@@ -2,7 +2,7 @@
 // once per animation frame so a burst of events costs one layout, not hundreds.
 
 import { h, parseTime, formatClock, formatFull, compactJson, isPlainObject } from './dom.js';
-import { describeError, isTerminal } from './commands.js';
+import { describeError, describeLate, isTerminal } from './commands.js';
 
 function str(value) {
   return typeof value === 'string' ? value : value === undefined || value === null ? '' : String(value);
@@ -20,6 +20,8 @@ export function describeEvent(kind, data) {
       } else if (d.state === 'succeeded' && d.result !== undefined && d.result !== null) {
         summary += ` ${compactJson(d.result, 80)}`;
       }
+      const late = describeLate(d);
+      if (late) summary += ` — ${late}`;
       return { device: str(d.device), summary, at: parseTime(times[d.state] ?? d.issued_at), detail: `command ${str(d.id)}` };
     }
     case 'presence': {

@@ -1,13 +1,16 @@
-// The fleet monitoring panel (#fleet-panel): polls GET /api/fleet every 2 s and shows
+// The fleet monitoring panel (#fleet-panel): polls GET /api/fleet every 2 s and
+// GET /api/fleet/history?range= every 10 s (and at once when the range changes), and shows
 // - the figures: online, offline, total and pending;
-// - three live charts over the last 10 minutes (terminal commands per second, end-to-end latency
-//   p50/p99, online devices against the fleet size), kept in a bounded ring of samples;
+// - three charts: finished commands per second and end-to-end latency p50/p99 per minute over the
+//   chosen range (15 min, 1 h, 6 h; from the server's history, so they are whole even in a tab
+//   opened a moment ago), and online devices against the fleet size over the last 10 minutes
+//   (sampled live, in a bounded ring);
 // - the broker strip (#broker-panel): connection, version and Mosquitto's $SYS figures;
 // - the hop latency table (#hop-table) and the slowest / most pending / most failing devices.
 // Fields it does not know are ignored and missing ones are skipped. Device ids are untrusted:
 // they only ever reach the page as text.
 
-import { h, setText, formatCount, formatClock, formatLatency, isPlainObject } from './dom.js';
+import { h, setText, formatCount, formatClock, formatLatency, isPlainObject, session } from './dom.js';
 import { Ring, Sparkline, niceMax, logFloor, formatRate, formatMs, formatBytes, formatDuration, formatWindow } from './charts.js';
 
 const FIGURES = [
@@ -23,9 +26,19 @@ const TERMINAL_STATES = ['succeeded', 'failed', 'rejected', 'expired', 'cancelle
 const HOPS = [
   { key: 'accepted_to_sent', label: 'Accepted → sent' },
   { key: 'sent_to_delivered', label: 'Sent → delivered' },
-  { key: 'delivered_to_final', label: 'Delivered → final' },
+  { key: 'waiting_for_device', label: 'Waiting for the device', hint: 'queued → delivered: time the device was offline or busy' },
+  { key: 'delivered_to_final', label: 'Device time', hint: 'delivered → final: how long the device took' },
   { key: 'end_to_end', label: 'End to end' },
 ];
+
+/** The history ranges the server offers (GET /api/fleet/history?range=). */
+const RANGES = [
+  { key: '15m', label: '15 min', axis: '−15 min', words: '15 min' },
+  { key: '1h', label: '1 h', axis: '−1 h', words: 'hour' },
+  { key: '6h', label: '6 h', axis: '−6 h', words: '6 hours' },
+];
+const RANGE_KEY = 'tether.range';
+const HISTORY_REFRESH_MS = 10_000;
 
 const CHART_WINDOW_MS = 10 * 60 * 1000; // what the sparklines show
 const SAMPLE_CAPACITY = 300; // 10 minutes at one sample every 2 s
@@ -41,9 +54,10 @@ function readBound(value) {
   return isNum(value) && value >= 0 ? value : null;
 }
 
-function formatBound(value) {
+/** A latency the server estimated (a value, not a bucket bound). */
+function formatValue(value) {
   if (value === Infinity) return `${formatMs(value)} ms`;
-  return value === null ? '—' : `≤ ${formatMs(value)} ms`;
+  return value === null ? '—' : formatLatency(value);
 }
 
 // Broker strip fields, in display order. `read` gets the broker object and returns a value or
@@ -93,7 +107,19 @@ export function createFleetPanel(root, { api, interval = 2000, onDevice = null }
   const status = h('p', { class: 'figures-status', role: 'status', text: 'loading…' });
   const extras = h('div', { class: 'figures-extras' });
   root.replaceChildren(list, status, extras);
-  const monitor = createMonitor(extras, { interval, onDevice });
+  let historyAt = -Infinity; // when the history was last fetched
+  const monitor = createMonitor(extras, {
+    interval,
+    onDevice,
+    onRange: () => {
+      historyAt = -Infinity;
+      if (running && controller === null) {
+        clearTimeout(timer);
+        timer = null;
+        refresh();
+      }
+    },
+  });
 
   let timer = null;
   let controller = null;
@@ -111,8 +137,24 @@ export function createFleetPanel(root, { api, interval = 2000, onDevice = null }
     const abort = new AbortController();
     controller = abort;
     try {
-      const data = await api.get('/api/fleet', { signal: abort.signal });
+      const wantHistory = Date.now() - historyAt >= HISTORY_REFRESH_MS;
+      const range = monitor.range();
+      const [data, history] = await Promise.all([
+        api.get('/api/fleet', { signal: abort.signal }),
+        wantHistory
+          ? api.get(`/api/fleet/history?range=${encodeURIComponent(range)}`, { signal: abort.signal }).catch((err) => {
+              if (err && err.name === 'AbortError') throw err;
+              return null; // an older server without history: the charts fall back to live samples
+            })
+          : null,
+      ]);
       if (mine !== generation) return;
+      // A reply for a range the user has left is dropped (historyAt stays due: the next poll
+      // fetches the new range).
+      if (wantHistory && range === monitor.range()) {
+        historyAt = Date.now();
+        monitor.setHistory(isPlainObject(history) && Array.isArray(history.points) ? history : null);
+      }
       render(isPlainObject(data) ? data : {});
       setText(status, `updated ${formatClock(Date.now(), { millis: false })}`);
       root.classList.remove('stale');
@@ -184,8 +226,11 @@ export function createFleetPanel(root, { api, interval = 2000, onDevice = null }
 // ---------------------------------------------------------------------------------------------
 // The monitoring part of the panel: charts, broker strip, hop table, top lists.
 
-function createMonitor(container, { interval, onDevice }) {
+function createMonitor(container, { interval, onDevice, onRange }) {
   const samples = new Ring(SAMPLE_CAPACITY);
+  let range = RANGES.some((r) => r.key === session.get(RANGE_KEY)) ? session.get(RANGE_KEY) : RANGES[0].key;
+  let history = null; // the latest GET /api/fleet/history reply for `range`
+  let lastData = {};
   // Samples further apart than this are not joined by a line (a hidden tab, failed polls).
   const gapMs = Math.max(3 * interval, 7000);
   let baseline = null; // {t, terminal, shards} of the previous poll, for the throughput rate
@@ -201,7 +246,7 @@ function createMonitor(container, { interval, onDevice }) {
     latency: chartCard({
       key: 'latency',
       title: 'Latency · end to end',
-      hint: 'End-to-end latency percentiles over the server window: upper bounds of the histogram buckets, in ms',
+      hint: 'End-to-end latency percentiles per minute (interpolated from fine histograms), in ms',
       series: [
         { key: 'p99', label: 'p99', className: 'spark-amber' },
         { key: 'p50', label: 'p50', className: 'spark-blue' },
@@ -224,7 +269,33 @@ function createMonitor(container, { interval, onDevice }) {
     }),
   };
 
+  const rangeButtons = RANGES.map((r) =>
+    h('button', {
+      type: 'button',
+      class: 'btn btn-small range-button',
+      text: r.label,
+      dataset: { range: r.key },
+      'aria-pressed': String(r.key === range),
+      onclick: () => setRange(r.key),
+    }),
+  );
+  const rangeBar = h(
+    'div',
+    { class: 'chart-ranges', role: 'group', 'aria-label': 'Time range of the charts' },
+    h('span', { class: 'chart-ranges-label', text: 'Range' }),
+    rangeButtons,
+  );
   const chartRow = h('div', { class: 'monitor-charts' }, Object.values(charts).map((c) => c.element));
+
+  function setRange(key) {
+    if (key === range) return;
+    range = key;
+    session.set(RANGE_KEY, key);
+    for (const button of rangeButtons) button.setAttribute('aria-pressed', String(button.dataset.range === key));
+    history = null;
+    redraw(Date.now());
+    onRange?.();
+  }
 
   // Broker strip.
   const brokerList = h('dl', { class: 'broker-fields' });
@@ -255,7 +326,7 @@ function createMonitor(container, { interval, onDevice }) {
     const row = h(
       'tr',
       { dataset: { hop: hop.key }, class: hop.key === 'end_to_end' ? 'hop-total' : null },
-      h('th', { scope: 'row', text: hop.label }),
+      h('th', { scope: 'row', text: hop.label, title: hop.hint ?? null }),
       cells.count,
       cells.p50,
       cells.p99,
@@ -272,7 +343,7 @@ function createMonitor(container, { interval, onDevice }) {
     h(
       'table',
       { id: 'hop-table', class: 'hop-table' },
-      h('caption', { class: 'sr-only', text: 'Latency of each hop: number of commands, p50 and p99 upper bounds in milliseconds' }),
+      h('caption', { class: 'sr-only', text: 'Latency of each hop: number of commands, p50 and p99 in milliseconds' }),
       h(
         'thead',
         {},
@@ -293,12 +364,21 @@ function createMonitor(container, { interval, onDevice }) {
   // Top lists.
   const ranks = {
     slowest: rankCard({ key: 'slowest', title: 'Slowest devices', empty: 'No finished commands.', onDevice }),
+    waits: rankCard({ key: 'waits', title: 'Longest waits', empty: 'No delivered commands.', onDevice }),
     pending: rankCard({ key: 'pending', title: 'Most pending', empty: 'Nothing pending.', onDevice }),
     failures: rankCard({ key: 'failures', title: 'Most failures', empty: 'No failures.', onDevice }),
   };
 
-  const details = h('div', { class: 'monitor-details' }, hopCard, ranks.slowest.element, ranks.pending.element, ranks.failures.element);
-  container.replaceChildren(chartRow, brokerPanel, details);
+  const details = h(
+    'div',
+    { class: 'monitor-details' },
+    hopCard,
+    ranks.slowest.element,
+    ranks.waits.element,
+    ranks.pending.element,
+    ranks.failures.element,
+  );
+  container.replaceChildren(rangeBar, chartRow, brokerPanel, details);
 
   // -------------------------------------------------------------------------------------------
 
@@ -352,15 +432,94 @@ function createMonitor(container, { interval, onDevice }) {
       e2eCount: nonNegative(e2e.count),
       windowMinutes: nonNegative(data.window_minutes),
     });
+    lastData = data;
     redraw(now);
     renderBroker(data.broker);
-    renderHops(latency, data.window_minutes);
+    renderHops();
     renderRanks(data);
+  }
+
+  /** The history as chart samples: one per finished minute at its middle, and the current
+   *  (partial) minute at `now`, its rate over the seconds elapsed (at least 15 s: no spikes). */
+  function historySamples(now) {
+    const out = [];
+    for (const p of history.points) {
+      if (!isPlainObject(p) || !isNum(p.t)) continue;
+      const start = p.t * 1000;
+      const partial = start + 60_000 > now;
+      const seconds = partial ? Math.max(15, (now - start) / 1000) : 60;
+      out.push({
+        t: partial ? now : start + 30_000,
+        rate: isNum(p.finished) ? p.finished / seconds : null,
+        p50: readBound(p.p50_ms),
+        p99: readBound(p.p99_ms),
+      });
+    }
+    return out;
+  }
+
+  /** Commands finished per second over the last 60 s, from the two newest minutes. */
+  function lastMinuteRate(now) {
+    const points = history.points.filter((p) => isPlainObject(p) && isNum(p.t) && isNum(p.finished));
+    const current = points[points.length - 1];
+    if (!current) return null;
+    const previous = points[points.length - 2];
+    const into = Math.min(1, Math.max(0, (now - current.t * 1000) / 60_000));
+    return (current.finished + (previous ? previous.finished * (1 - into) : 0)) / 60;
   }
 
   /** Redraw the charts for time `now`. The readings show the latest sample, even a stale one
    *  (the whole panel is dimmed then); the sparklines show the gap. */
   function redraw(now) {
+    if (history) redrawHistory(now);
+    else redrawLive(now);
+    redrawOnline(now);
+  }
+
+  function redrawHistory(now) {
+    const spec = RANGES.find((r) => r.key === range) ?? RANGES[0];
+    const from = isNum(history.from) ? history.from * 1000 : now - (history.range_seconds ?? 900) * 1000;
+    const gap = 150_000; // minutes are contiguous: only a missing point breaks the line
+    const points = historySamples(now);
+    const maxOf = (keys) => {
+      let max = 0;
+      for (const s of points) for (const key of keys) if (isNum(s[key]) && s[key] !== Infinity) max = Math.max(max, s[key]);
+      return max;
+    };
+    {
+      const chart = charts.throughput;
+      const max = niceMax(maxOf(['rate']), 1);
+      chart.plot.draw(points, { from, to: now, max, gapMs: gap });
+      chart.setMax(`${formatRate(max)}/s`);
+      chart.setAxis(spec.axis);
+      const value = lastMinuteRate(now);
+      chart.setValue(formatRate(value), value);
+      const total = history.points.reduce((sum, p) => sum + (isNum(p?.finished) ? p.finished : 0), 0);
+      chart.setNote(`last 60 s · ${formatCount(total)} in ${spec.words}`);
+      chart.plot.setLabel(`Commands finished per second, per minute over the last ${spec.words}; last minute ${formatRate(value)} per second.`);
+    }
+    {
+      const chart = charts.latency;
+      const max = niceMax(maxOf(['p50', 'p99']), 1);
+      const values = points.flatMap((s) => [s.p50, s.p99]);
+      const min = Math.min(logFloor(values, 1), max / 10);
+      chart.plot.draw(points, { from, to: now, max, min, log: true, gapMs: gap });
+      chart.setMax(values.some(isNum) ? `${formatMs(min)}–${formatMs(max)} ms · log` : '');
+      chart.setAxis(spec.axis);
+      const e2e = isPlainObject(history.latency_ms?.end_to_end) ? history.latency_ms.end_to_end : {};
+      const p50 = readBound(e2e.p50);
+      const p99 = readBound(e2e.p99);
+      chart.setReading('p50', formatValue(p50), p50);
+      chart.setReading('p99', formatValue(p99), p99);
+      const count = nonNegative(e2e.count);
+      chart.setNote(
+        count === null ? '' : count === 0 ? `no commands in ${spec.words}` : `${formatCount(count)} command${count === 1 ? '' : 's'} in ${spec.words}`,
+      );
+      chart.plot.setLabel(`End-to-end latency per minute over the last ${spec.words}; p50 ${formatValue(p50)}, p99 ${formatValue(p99)}.`);
+    }
+  }
+
+  function redrawLive(now) {
     const from = now - CHART_WINDOW_MS;
     const all = samples.toArray();
     const shown = all.filter((s) => s.t >= from - gapMs);
@@ -378,6 +537,7 @@ function createMonitor(container, { interval, onDevice }) {
       const chart = charts.throughput;
       const max = niceMax(maxOf(['rate']), 1);
       chart.plot.draw(shown, { from, to: now, max, gapMs });
+      chart.setAxis('−10 min');
       chart.setMax(`${formatRate(max)}/s`);
       const value = read('rate');
       chart.setValue(formatRate(value), value);
@@ -398,25 +558,39 @@ function createMonitor(container, { interval, onDevice }) {
       const bounds = inWindow.flatMap((s) => [s.p50, s.p99]);
       const min = Math.min(logFloor(bounds, 1), max / 10);
       chart.plot.draw(shown, { from, to: now, max, min, log: true, gapMs });
+      chart.setAxis('−10 min');
       chart.setMax(bounds.some(isNum) ? `${formatMs(min)}–${formatMs(max)} ms · log` : '');
       const p50 = read('p50');
       const p99 = read('p99');
-      chart.setReading('p50', formatBound(p50), p50);
-      chart.setReading('p99', formatBound(p99), p99);
+      chart.setReading('p50', formatValue(p50), p50);
+      chart.setReading('p99', formatValue(p99), p99);
       const count = read('e2eCount');
       const minutes = read('windowMinutes');
       const span = minutes ? `${formatCount(minutes)} min` : 'the window';
       chart.setNote(
         count === null
-          ? 'upper bucket bounds'
+          ? ''
           : count === 0
             ? `no commands in ${span}`
             : `${formatCount(count)} command${count === 1 ? '' : 's'} in ${span}`,
       );
-      chart.plot.setLabel(`End-to-end latency over the last 10 minutes; now p50 ${formatBound(p50)}, p99 ${formatBound(p99)}.`);
+      chart.plot.setLabel(`End-to-end latency over the last 10 minutes; now p50 ${formatValue(p50)}, p99 ${formatValue(p99)}.`);
     }
+  }
 
-    // Online devices, with the fleet size as a reference line.
+  function redrawOnline(now) {
+    const from = now - CHART_WINDOW_MS;
+    const all = samples.toArray();
+    const shown = all.filter((s) => s.t >= from - gapMs);
+    const inWindow = shown.filter((s) => s.t >= from);
+    const last = all.length ? all[all.length - 1] : {};
+    const maxOf = (keys) => {
+      let max = 0;
+      for (const s of inWindow) for (const key of keys) if (isNum(s[key])) max = Math.max(max, s[key]);
+      return max;
+    };
+    const read = (key) => (last[key] === undefined ? null : last[key]);
+    // Online devices, with the fleet size as a reference line (sampled live by this tab).
     {
       const chart = charts.online;
       const max = niceMax(maxOf(['online', 'total']), 1);
@@ -466,7 +640,12 @@ function createMonitor(container, { interval, onDevice }) {
     brokerPanel.hidden = present.length === 0;
   }
 
-  function renderHops(latency, windowMinutes) {
+  /** The hop table: over the chosen range from the history, else the server's live window. */
+  function renderHops() {
+    const spec = RANGES.find((r) => r.key === range) ?? RANGES[0];
+    const fromHistory = history !== null && isPlainObject(history.latency_ms);
+    const latency = fromHistory ? history.latency_ms : isPlainObject(lastData.latency_ms) ? lastData.latency_ms : {};
+    const windowMinutes = lastData.window_minutes;
     const rows = HOPS.map((hop) => {
       const entry = isPlainObject(latency[hop.key]) ? latency[hop.key] : {};
       return { hop, count: nonNegative(entry.count), p50: readBound(entry.p50), p99: readBound(entry.p99) };
@@ -479,25 +658,38 @@ function createMonitor(container, { interval, onDevice }) {
     for (const row of rows) {
       const cells = hopRows[row.hop.key];
       setText(cells.count, formatCount(row.count));
-      setText(cells.p50, formatBound(row.p50));
-      setText(cells.p99, formatBound(row.p99));
+      setText(cells.p50, formatValue(row.p50));
+      setText(cells.p99, formatValue(row.p99));
       cells.bar50.style.width = `${width(row.p50)}%`;
       cells.bar99.style.width = `${width(row.p99)}%`;
     }
-    setText(hopNote, isNum(windowMinutes) && windowMinutes > 0 ? `last ${formatCount(windowMinutes)} min` : '');
+    if (fromHistory) setText(hopNote, `last ${spec.words} · commands finished`);
+    else setText(hopNote, isNum(windowMinutes) && windowMinutes > 0 ? `last ${formatCount(windowMinutes)} min` : '');
   }
 
   function renderRanks(data) {
     const span = formatWindow(data.failures_window_seconds) || 'recent';
-    ranks.slowest.setNote(`mean · ${span}`);
+    // Slow devices (delivered → final) apart from commands waiting for a device to come online
+    // or take them (queued → delivered): a device that was offline is not a slow device.
+    const byDevice = !(Array.isArray(data.slowest) && data.slowest.some((r) => isPlainObject(r) && !isNum(r.mean_device_ms)));
+    ranks.slowest.setNote(`${byDevice ? 'device time' : 'end to end'} · ${span}`);
     ranks.slowest.render(
-      rows(data.slowest, 'mean_end_to_end_ms').map((r) => ({
+      rows(data.slowest, byDevice ? 'mean_device_ms' : 'mean_end_to_end_ms').map((r) => ({
         device: r.device,
         value: r.value,
         text: formatLatency(r.value),
         title: isNum(r.raw.commands)
-          ? `${r.device}: mean ${formatLatency(r.value)} over ${formatCount(r.raw.commands)} succeeded command${r.raw.commands === 1 ? '' : 's'}`
+          ? `${r.device}: mean ${formatLatency(r.value)} ${byDevice ? 'from delivery to the final ack ' : ''}over ${formatCount(r.raw.commands)} succeeded command${r.raw.commands === 1 ? '' : 's'}`
           : r.device,
+      })),
+    );
+    ranks.waits.setNote(`queued → delivered · ${span}`);
+    ranks.waits.render(
+      rows(data.longest_waits, 'mean_wait_ms').map((r) => ({
+        device: r.device,
+        value: r.value,
+        text: formatLatency(r.value),
+        title: `${r.device}: commands waited ${formatLatency(r.value)} on average for the device to take them`,
       })),
     );
     ranks.pending.setNote('commands waiting');
@@ -530,6 +722,12 @@ function createMonitor(container, { interval, onDevice }) {
   return {
     render,
     redraw: (now) => redraw(now),
+    range: () => range,
+    setHistory(data) {
+      history = data;
+      redraw(Date.now());
+      renderHops();
+    },
     resetBaseline() {
       baseline = null;
     },
@@ -543,6 +741,7 @@ function createMonitor(container, { interval, onDevice }) {
 function chartCard({ key, title, hint = null, series, unit = '', legend = false, readings = null }) {
   const plot = new Sparkline({ series, label: title });
   const maxLabel = h('span', { class: 'chart-max', 'aria-hidden': 'true' });
+  const axisStart = h('span', { class: 'chart-axis-start', text: '−10 min' });
   const note = h('span', { class: 'chart-note' });
   const head = h(
     'figcaption',
@@ -590,7 +789,7 @@ function chartCard({ key, title, hint = null, series, unit = '', legend = false,
       { class: 'chart-plot' },
       maxLabel,
       plot.element,
-      h('div', { class: 'chart-axis', 'aria-hidden': 'true' }, h('span', { text: '−10 min' }), h('span', { text: 'now' })),
+      h('div', { class: 'chart-axis', 'aria-hidden': 'true' }, axisStart, h('span', { text: 'now' })),
     ),
   );
 
@@ -615,6 +814,9 @@ function chartCard({ key, title, hint = null, series, unit = '', legend = false,
     },
     setMax(value) {
       setText(maxLabel, value);
+    },
+    setAxis(value) {
+      setText(axisStart, value);
     },
   };
 }

@@ -1,0 +1,123 @@
+"""Recent fleet history for ``GET /api/fleet/history``: one point per minute over a range.
+
+Derived from the store (the commands' per-state times), not from what this process saw, so a
+dashboard opened after a burst, or after a restart, still shows it. The SQL is in
+:func:`broker_bridge.store.queries.shard_history`; this module merges the shards' buckets (pure).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+from broker_bridge.latency import FINE_BOUNDS, interpolated_quantile
+from broker_bridge.store.queries import HISTORY_HOPS, ShardHistory, shard_history
+from broker_bridge.store.sharded import ShardedStore
+from tether.protocol import format_time
+
+RANGES: dict[str, int] = {"15m": 15 * 60, "1h": 3600, "6h": 6 * 3600}
+STEP_SECONDS = 60
+
+
+class _Buckets:
+    """Bucket counts with the smallest, largest and summed values, merged across shards."""
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(FINE_BOUNDS) + 1)
+        self.low: float | None = None
+        self.high: float | None = None
+        self.total = 0.0
+
+    def add(self, bucket: int, count: int, low: float, high: float, total: float = 0.0) -> None:
+        self.counts[bucket] += count
+        self.low = low if self.low is None else min(self.low, low)
+        self.high = high if self.high is None else max(self.high, high)
+        self.total += total
+
+    @property
+    def n(self) -> int:
+        return sum(self.counts)
+
+    def quantile_ms(self, q: float) -> float | None:
+        value = interpolated_quantile(self.counts, FINE_BOUNDS, q, self.low, self.high)
+        return None if value is None else round(value * 1000, 3)
+
+
+def _minute_epoch(minute: str) -> int:
+    """``2026-11-29T12:03`` (UTC) → its epoch seconds."""
+    return int(datetime.fromisoformat(minute + ":00+00:00").timestamp())
+
+
+def merge_history(parts: list[ShardHistory], now: datetime, range_seconds: int) -> dict[str, Any]:
+    """One point per minute from the first minute of the range to the current one (minutes
+    without commands included, so a chart's time axis is whole), and each hop over the range."""
+    last = int(now.timestamp()) // STEP_SECONDS * STEP_SECONDS
+    first = last - range_seconds + STEP_SECONDS
+    finished: dict[int, dict[str, int]] = {}
+    latency: dict[int, _Buckets] = {}
+    hops = {hop: _Buckets() for hop in HISTORY_HOPS}
+    for part in parts:
+        for minute, state, count in part.finished:
+            states = finished.setdefault(_minute_epoch(minute), {})
+            states[state] = states.get(state, 0) + count
+        for minute, bucket, count, low, high in part.end_to_end:
+            latency.setdefault(_minute_epoch(minute), _Buckets()).add(bucket, count, low, high)
+        for hop, rows in part.hops.items():
+            for bucket, count, low, high, total in rows:
+                hops[hop].add(bucket, count, low, high, total)
+    points = []
+    for t in range(first, last + 1, STEP_SECONDS):
+        states = finished.get(t, {})
+        buckets = latency.get(t)
+        points.append(
+            {
+                "t": t,
+                "finished": sum(states.values()),
+                "states": states,
+                "count": buckets.n if buckets else 0,
+                "p50_ms": buckets.quantile_ms(0.5) if buckets else None,
+                "p99_ms": buckets.quantile_ms(0.99) if buckets else None,
+            }
+        )
+    return {
+        "step_seconds": STEP_SECONDS,
+        "from": first,
+        "to": last + STEP_SECONDS,
+        "points": points,
+        "latency_ms": {
+            hop: {
+                "count": b.n,
+                "p50": b.quantile_ms(0.5),
+                "p99": b.quantile_ms(0.99),
+                "mean": round(b.total / b.n * 1000, 3) if b.n else None,
+            }
+            for hop, b in hops.items()
+        },
+    }
+
+
+async def fleet_history(
+    store: ShardedStore, range_name: str, now: datetime | None = None
+) -> dict[str, Any]:
+    """The history of the last ``range_name`` (a key of :data:`RANGES`) from every shard; a
+    shard that cannot be read is named and left out."""
+    now = now or datetime.now(UTC)
+    range_seconds = RANGES[range_name]
+    since = datetime.fromtimestamp(
+        (int(now.timestamp()) // STEP_SECONDS * STEP_SECONDS) - range_seconds + STEP_SECONDS, UTC
+    )
+    results = await store.fan_out(partial(shard_history, since=format_time(since)))
+    parts = [r.value for r in results if r.ok and r.value is not None]
+    shards = [
+        {"shard": r.shard, "ok": True}
+        if r.ok
+        else {"shard": r.shard, "ok": False, "error": r.error}
+        for r in results
+    ]
+    return {
+        "range": range_name,
+        "range_seconds": range_seconds,
+        **merge_history(parts, now, range_seconds),
+        "shards": shards,
+    }
