@@ -207,3 +207,47 @@ def test_fleet_table_is_usable_at_390px(
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "dashboard-390px.png"), full_page=True)
         page.close()
+
+
+def test_a_real_late_outcome_on_the_dashboard(
+    browser: Browser, broker: BrokerHandle, gateway_process: GatewayProcess
+) -> None:
+    """Issue 13 end to end: a plain paho device gets a command, the operator cancels it (only
+    `requested`: it was handed over), the device runs it anyway; the dashboard, live, says so."""
+    from tests.support.mqtt import ProbeClient
+    from tether.protocol import AckMessage, AckStatus, decode_command, utc_now
+
+    with gateway_process.api() as api:
+        creds = api.post("/api/devices", json={"id": "pump-7"}).json()
+        device = ProbeClient(
+            broker.host,
+            broker.port,
+            client_id="pump-7",
+            username=creds["username"],
+            password=creds["password"],
+            persistent=True,
+        ).connect_ok()
+        device.subscribe("tether/pump-7/cmd")
+        device.publish("tether/pump-7/status", b'{"online": true}', retain=True)
+        wait_until(lambda: api.get("/api/devices/pump-7").json()["online"], what="online")
+        page = _open(browser, gateway_process, 1280, 900)
+        errors = console_errors(page)
+        page.select_option("#console-device", "pump-7")
+        command_id = api.post("/api/devices/pump-7/commands", json={"name": "reboot"}).json()["id"]
+        assert decode_command(device.next_message().payload).id == command_id
+        _wait_state(api, command_id, "sent")
+        cancelled = api.post(f"/api/commands/{command_id}/cancel").json()
+        assert (cancelled["state"], cancelled["cancel"]) == ("cancelled", "requested")
+        for status in (AckStatus.RECEIVED, AckStatus.SUCCEEDED):
+            ack = AckMessage(command_id, status, utc_now(), result={"rebooted": True})
+            device.publish("tether/pump-7/ack", ack.encode())
+        late = page.locator("#command-list .cmd-late").first
+        expect(late).to_contain_text("cancelled — but the device ran it at")
+        expect(late).to_contain_text('succeeded {"rebooted":true}')
+        record = api.get(f"/api/commands/{command_id}").json()
+        assert record["state"] == "cancelled" and record["late"]["status"] == "succeeded"
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.locator(".card-console").screenshot(path=str(ARTIFACTS / "dashboard-late-real.png"))
+        assert errors == []
+        page.close()
+        device.disconnect()
