@@ -519,7 +519,8 @@ function createMonitor(container, { interval, onDevice, onRange }) {
     }
   }
 
-  function redrawLive(now) {
+  /** The samples this tab took over the last 10 minutes, and readers of them. */
+  function liveWindow(now) {
     const from = now - CHART_WINDOW_MS;
     const all = samples.toArray();
     const shown = all.filter((s) => s.t >= from - gapMs);
@@ -531,6 +532,11 @@ function createMonitor(container, { interval, onDevice, onRange }) {
       return max;
     };
     const read = (key) => (last[key] === undefined ? null : last[key]);
+    return { from, shown, inWindow, last, maxOf, read };
+  }
+
+  function redrawLive(now) {
+    const { from, shown, inWindow, last, maxOf, read } = liveWindow(now);
 
     // Throughput.
     {
@@ -579,17 +585,7 @@ function createMonitor(container, { interval, onDevice, onRange }) {
   }
 
   function redrawOnline(now) {
-    const from = now - CHART_WINDOW_MS;
-    const all = samples.toArray();
-    const shown = all.filter((s) => s.t >= from - gapMs);
-    const inWindow = shown.filter((s) => s.t >= from);
-    const last = all.length ? all[all.length - 1] : {};
-    const maxOf = (keys) => {
-      let max = 0;
-      for (const s of inWindow) for (const key of keys) if (isNum(s[key])) max = Math.max(max, s[key]);
-      return max;
-    };
-    const read = (key) => (last[key] === undefined ? null : last[key]);
+    const { from, shown, inWindow, last, maxOf, read } = liveWindow(now);
     // Online devices, with the fleet size as a reference line (sampled live by this tab).
     {
       const chart = charts.online;
