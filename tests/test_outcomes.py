@@ -213,3 +213,19 @@ def test_the_cli_says_what_a_terminal_record_cannot_promise() -> None:
     assert "may still run" in outcome_note(handed)
     assert "may still finish" in outcome_note({"state": "timed_out", "late": None})
     assert outcome_note({"state": "succeeded", "attempts": 1, "ended_by": "device"}) == ""
+
+
+def test_an_ack_confirms_a_replayed_presence(h: Harness) -> None:
+    from broker_bridge.store.queries import get_device
+
+    def device() -> dict[str, object]:
+        found = h.store.read(h.store.shard_of("dev"), lambda c: get_device(c, "dev")).result()
+        assert found is not None
+        return found
+
+    h.store.write(
+        "dev", lambda tx: jobs.update_presence(tx, "dev", True, None, T0, live=False)
+    ).result()
+    assert (device()["online"], device()["confirmed"]) == (True, False)  # only the broker said so
+    ack(h, h.accept().record["id"], AckStatus.RECEIVED, 1)
+    assert device()["confirmed"] is True  # the device itself spoke

@@ -447,7 +447,11 @@ def record_ack(
         policy=policy,
         ended_by=EndedBy.DEVICE,
     )
-    if outcome.verdict is None or outcome.applied:
+    if outcome.verdict is None:
+        return outcome
+    # The device spoke: whatever the broker replayed of its presence is confirmed now.
+    tx.conn.execute("UPDATE devices SET confirmed = 1 WHERE id = ? AND confirmed = 0", (device_id,))
+    if outcome.applied:
         return outcome
     row = _command_row(tx.conn, ack.id)
     assert row is not None
