@@ -448,7 +448,8 @@ class DeviceAgent:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         job = _Inbound(bytes(message.payload), message.mid, message.qos, self._generation)
-        notice = decode_cancel_notice(job.payload)
+        # Only a payload with a "cancel" key can be a notice: a command is not decoded twice.
+        notice = decode_cancel_notice(job.payload) if b'"cancel"' in job.payload else None
         if notice is not None:
             self._cancels.append((notice, job))
             with contextlib.suppress(queue.Full):  # full: the worker is busy and looks anyway

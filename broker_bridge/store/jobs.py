@@ -176,19 +176,15 @@ def begin_presence_check(tx: WriteTx) -> None:
     tx.conn.execute("UPDATE devices SET confirmed = 0, status_checked = 0")
 
 
-def end_presence_check(tx: WriteTx, now: datetime) -> list[Record]:
+def end_presence_check(tx: WriteTx, now: datetime) -> None:
     """The broker has replayed every retained status: a device the store holds online but the
     broker has no status for (cleared on a password change or revoke) is offline."""
     rows = tx.conn.execute(
         "UPDATE devices SET online = 0 WHERE online = 1 AND status_checked = 0 "
         "AND revoked_at IS NULL RETURNING *"
     ).fetchall()
-    records = []
     for row in rows:
-        record = device_record(row)
-        tx.emit("presence", row["id"], record, at=format_time(now))
-        records.append(record)
-    return records
+        tx.emit("presence", row["id"], device_record(row), at=format_time(now))
 
 
 def record_device_event(
@@ -472,7 +468,6 @@ def record_ack(
     updated = tx.conn.execute(
         "UPDATE commands SET late = ? WHERE seq = ? RETURNING *", (_json(fact), row["seq"])
     ).fetchone()
-    touch_device(tx, device_id, now)
     record_json = command_record_json(updated)
     tx.emit("command", device_id, record_json, at=format_time(now))
     return Transition(outcome.verdict, record_json, late=True)
