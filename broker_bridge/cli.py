@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import signal
-import sys
 import threading
 from pathlib import Path
 from types import FrameType
@@ -17,7 +16,7 @@ from mosquitto.config import (
     BrokerConfigError,
     load_or_create_bridge_credentials,
 )
-from tether.datadir_lock import DataDirBusy, DataDirLock
+from tether.datadir_lock import DataDirLock
 from tether.flags import add_broker_flags, broker_dir, env_flag
 from tether.wording import plural
 
@@ -155,28 +154,16 @@ def bridge_settings(args: argparse.Namespace) -> BridgeSettings:
     )
 
 
-def hold_data_dir(args: argparse.Namespace, command: str) -> DataDirLock | None:
-    """Lock ``--data-dir`` for this process (or share a parent ``tether up``'s lock); print why
-    not and return None if another stack holds it."""
-    try:
-        return DataDirLock.acquire(
-            args.data_dir,
-            command,
-            mqtt_port=args.mqtt_port,
-            http_port=getattr(args, "http_port", None),
-        )
-    except DataDirBusy as exc:
-        print(f"tether {command}: {exc}", file=sys.stderr, flush=True)
-    except OSError as exc:
-        print(f"tether {command}: cannot use {args.data_dir}: {exc}", file=sys.stderr, flush=True)
-    return None
+def hold_data_dir(args: argparse.Namespace, command: str) -> DataDirLock:
+    """Lock ``--data-dir`` for this process (or share a parent ``tether up``'s lock); raises
+    :class:`tether.datadir_lock.DataDirBusy` if another stack holds it."""
+    return DataDirLock.acquire(
+        args.data_dir, command, mqtt_port=args.mqtt_port, http_port=getattr(args, "http_port", None)
+    )
 
 
 def cmd_bridge(args: argparse.Namespace) -> int:
-    lock = hold_data_dir(args, "bridge")
-    if lock is None:
-        return 2
-    with lock:
+    with hold_data_dir(args, "bridge"):
         return _run_bridge(args)
 
 

@@ -23,6 +23,7 @@ from broker_bridge.store.shard import StoreUnavailable
 from broker_bridge.store.sharded import StoreConfigError
 from devices.errors import DeviceError
 from mosquitto.config import BrokerConfigError
+from tether.datadir_lock import DataDirError
 from tether.fleet import ProvisioningError
 from tether.protocol.errors import ProtocolError
 from tether.stack import StackError
@@ -37,6 +38,7 @@ Handler = Callable[[argparse.Namespace], int]
 USER_ERRORS: tuple[type[BaseException], ...] = (
     BrokerConfigError,
     ClientError,
+    DataDirError,
     DeviceError,
     DynsecError,
     httpx.HTTPError,  # cannot reach the stack, or it answered nonsense

@@ -26,7 +26,11 @@ LOCK_FILE_NAME = "tether.lock"
 INHERITED_FD_VARIABLE = "TETHER_DATA_DIR_LOCK_FD"
 
 
-class DataDirBusy(RuntimeError):
+class DataDirError(RuntimeError):
+    """The data directory cannot be held: a user error, reported in one line."""
+
+
+class DataDirBusy(DataDirError):
     """Another process holds the data directory; ``holder`` is what it wrote (maybe empty)."""
 
     def __init__(self, data_dir: Path, holder: dict[str, Any]) -> None:
@@ -83,15 +87,18 @@ class DataDirLock:
 
     @classmethod
     def acquire(cls, data_dir: Path, command: str, **ports: int | None) -> DataDirLock:
-        """Create ``data_dir`` if needed and lock it, or raise :class:`DataDirBusy`.
-
-        Raises :class:`OSError` if the directory or the lock file cannot be created.
-        """
+        """Create ``data_dir`` if needed and lock it, or raise :class:`DataDirBusy`, or
+        :class:`DataDirError` if the directory or the lock file cannot be created."""
         data_dir = data_dir.resolve()
-        data_dir.mkdir(parents=True, exist_ok=True)
         path = data_dir / LOCK_FILE_NAME
-        inherited = _inherited_fd(path)
-        fd = inherited if inherited is not None else os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            inherited = _inherited_fd(path)
+            fd = (
+                inherited if inherited is not None else os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            )
+        except OSError as exc:
+            raise DataDirError(f"cannot use {data_dir}: {exc}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

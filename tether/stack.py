@@ -28,7 +28,7 @@ from mosquitto.config import (
 )
 from mosquitto.process import MosquittoProcess, die_with_parent, port_in_use
 from tether.credentials import new_secret
-from tether.datadir_lock import DataDirBusy, DataDirLock
+from tether.datadir_lock import DataDirLock
 from tether.fleet import ProvisioningError, numbered_ids, provision_fleet
 from tether.wording import plural
 
@@ -355,16 +355,9 @@ class Stack:
 
 
 def run_up(settings: StackSettings) -> int:
-    try:
-        lock = DataDirLock.acquire(
-            settings.data_dir, "up", mqtt_port=settings.mqtt_port, http_port=settings.http_port
-        )
-    except DataDirBusy as exc:
-        print(f"tether up: {exc}", file=sys.stderr, flush=True)
-        return 2
-    except OSError as exc:
-        print(f"tether up: cannot use {settings.data_dir}: {exc}", file=sys.stderr, flush=True)
-        return 2
+    lock = DataDirLock.acquire(
+        settings.data_dir, "up", mqtt_port=settings.mqtt_port, http_port=settings.http_port
+    )
     with lock:
         return _run_locked(Stack(settings, lock))
 

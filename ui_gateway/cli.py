@@ -45,10 +45,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     if not len(tokens):
         print("tether: no tokens: set TETHER_ADMIN_TOKEN or pass --tokens-file", file=sys.stderr)
         return 2
-    lock = hold_data_dir(args, "gateway")
-    if lock is None:
-        return 2
-    with lock:
+    with hold_data_dir(args, "gateway"):
         config = uvicorn_config(bridge_settings(args), tokens, gateway_settings(args))
         install_redaction(secrets_in(args))  # again: uvicorn has just set up its own handlers
         server = uvicorn.Server(config)
