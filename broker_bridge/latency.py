@@ -108,6 +108,14 @@ class Histogram:
         self.low = seconds if self.low is None else min(self.low, seconds)
         self.high = seconds if self.high is None else max(self.high, seconds)
 
+    def add_bucket(self, index: int, count: int, low: float, high: float, total: float) -> None:
+        """``count`` values already bucketed (``index`` into :attr:`bounds`), e.g. by SQL."""
+        self.counts[index] += count
+        self.total += total
+        self.n += count
+        self.low = low if self.low is None else min(self.low, low)
+        self.high = high if self.high is None else max(self.high, high)
+
     def merge(self, other: Histogram) -> None:
         if other.bounds != self.bounds:
             raise ValueError("cannot merge histograms with other buckets")

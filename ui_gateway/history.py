@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from broker_bridge.latency import FINE_BOUNDS, interpolated_quantile
+from broker_bridge.latency import FINE_BOUNDS, Histogram
 from broker_bridge.store.queries import HISTORY_HOPS, ShardHistory, shard_history
 from broker_bridge.store.sharded import ShardedStore
 from tether.protocol import format_time
@@ -20,28 +20,9 @@ RANGES: dict[str, int] = {"15m": 15 * 60, "1h": 3600, "6h": 6 * 3600}
 STEP_SECONDS = 60
 
 
-class _Buckets:
-    """Bucket counts with the smallest, largest and summed values, merged across shards."""
-
-    def __init__(self) -> None:
-        self.counts = [0] * (len(FINE_BOUNDS) + 1)
-        self.low: float | None = None
-        self.high: float | None = None
-        self.total = 0.0
-
-    def add(self, bucket: int, count: int, low: float, high: float, total: float = 0.0) -> None:
-        self.counts[bucket] += count
-        self.low = low if self.low is None else min(self.low, low)
-        self.high = high if self.high is None else max(self.high, high)
-        self.total += total
-
-    @property
-    def n(self) -> int:
-        return sum(self.counts)
-
-    def quantile_ms(self, q: float) -> float | None:
-        value = interpolated_quantile(self.counts, FINE_BOUNDS, q, self.low, self.high)
-        return None if value is None else round(value * 1000, 3)
+def _quantile_ms(histogram: Histogram, q: float) -> float | None:
+    value = histogram.quantile(q)
+    return None if value is None else round(value * 1000, 3)
 
 
 def _minute_epoch(minute: str) -> int:
@@ -49,23 +30,29 @@ def _minute_epoch(minute: str) -> int:
     return int(datetime.fromisoformat(minute + ":00+00:00").timestamp())
 
 
+def _minutes(now: datetime, range_seconds: int) -> tuple[int, int]:
+    """The epoch seconds of the range's first minute and of the current one."""
+    last = int(now.timestamp()) // STEP_SECONDS * STEP_SECONDS
+    return last - range_seconds + STEP_SECONDS, last
+
+
 def merge_history(parts: list[ShardHistory], now: datetime, range_seconds: int) -> dict[str, Any]:
     """One point per minute from the first minute of the range to the current one (minutes
     without commands included, so a chart's time axis is whole), and each hop over the range."""
-    last = int(now.timestamp()) // STEP_SECONDS * STEP_SECONDS
-    first = last - range_seconds + STEP_SECONDS
+    first, last = _minutes(now, range_seconds)
     finished: dict[int, dict[str, int]] = {}
-    latency: dict[int, _Buckets] = {}
-    hops = {hop: _Buckets() for hop in HISTORY_HOPS}
+    latency: dict[int, Histogram] = {}
+    hops = {hop: Histogram(FINE_BOUNDS) for hop in HISTORY_HOPS}
     for part in parts:
         for minute, state, count in part.finished:
             states = finished.setdefault(_minute_epoch(minute), {})
             states[state] = states.get(state, 0) + count
         for minute, bucket, count, low, high in part.end_to_end:
-            latency.setdefault(_minute_epoch(minute), _Buckets()).add(bucket, count, low, high)
+            histogram = latency.setdefault(_minute_epoch(minute), Histogram(FINE_BOUNDS))
+            histogram.add_bucket(bucket, count, low, high, 0.0)
         for hop, rows in part.hops.items():
             for bucket, count, low, high, total in rows:
-                hops[hop].add(bucket, count, low, high, total)
+                hops[hop].add_bucket(bucket, count, low, high, total)
     points = []
     for t in range(first, last + 1, STEP_SECONDS):
         states = finished.get(t, {})
@@ -76,8 +63,8 @@ def merge_history(parts: list[ShardHistory], now: datetime, range_seconds: int) 
                 "finished": sum(states.values()),
                 "states": states,
                 "count": buckets.n if buckets else 0,
-                "p50_ms": buckets.quantile_ms(0.5) if buckets else None,
-                "p99_ms": buckets.quantile_ms(0.99) if buckets else None,
+                "p50_ms": _quantile_ms(buckets, 0.5) if buckets else None,
+                "p99_ms": _quantile_ms(buckets, 0.99) if buckets else None,
             }
         )
     return {
@@ -88,8 +75,8 @@ def merge_history(parts: list[ShardHistory], now: datetime, range_seconds: int) 
         "latency_ms": {
             hop: {
                 "count": b.n,
-                "p50": b.quantile_ms(0.5),
-                "p99": b.quantile_ms(0.99),
+                "p50": _quantile_ms(b, 0.5),
+                "p99": _quantile_ms(b, 0.99),
                 "mean": round(b.total / b.n * 1000, 3) if b.n else None,
             }
             for hop, b in hops.items()
@@ -104,9 +91,7 @@ async def fleet_history(
     shard that cannot be read is named and left out."""
     now = now or datetime.now(UTC)
     range_seconds = RANGES[range_name]
-    since = datetime.fromtimestamp(
-        (int(now.timestamp()) // STEP_SECONDS * STEP_SECONDS) - range_seconds + STEP_SECONDS, UTC
-    )
+    since = datetime.fromtimestamp(_minutes(now, range_seconds)[0], UTC)
     results = await store.fan_out(partial(shard_history, since=format_time(since)))
     parts = [r.value for r in results if r.ok and r.value is not None]
     shards = [
