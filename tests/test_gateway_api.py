@@ -277,6 +277,9 @@ def test_a_revoked_device_keeps_its_record_and_history(
         assert [(c["id"], c["state"]) for c in history.json()["commands"]] == [
             (command["id"], "succeeded")
         ]
+        presence = viewer.get("/api/devices/pump-1/events?kind=presence")
+        assert presence.status_code == 200  # its presence history stays readable too
+        assert presence.json()["events"][0]["data"]["revoked"] is True
         assert viewer.get("/api/devices").json()["devices"] == []
         listed = viewer.get("/api/devices?revoked=true").json()["devices"]
         assert [(d["id"], d["revoked"]) for d in listed] == [("pump-1", True)]

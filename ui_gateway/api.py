@@ -17,7 +17,7 @@ from broker_bridge.store.queries import (
 )
 from tether.protocol import CommandState, validate_device_id
 from ui_gateway.auth import Role
-from ui_gateway.context import gateway_of
+from ui_gateway.context import Gateway, gateway_of
 from ui_gateway.errors import ApiError, bad_request, not_found
 from ui_gateway.requests import parse_send, query_bool, query_int, read_json_body
 
@@ -71,16 +71,21 @@ async def list_all_devices(request: Request) -> Response:
     return JSONResponse({"devices": devices, "shards": shards})
 
 
-async def one_device(request: Request) -> Response:
-    gateway = gateway_of(request)
-    gateway.authenticate(request, Role.VIEWER)
-    device_id = _device_id(request)
+async def _known_device(gateway: Gateway, device_id: str) -> dict[str, Any]:
+    """The device's record, a revoked one too (its history stays readable), or 404."""
     record = await gateway.bridge.store.aread_device(
         device_id, lambda c: get_device(c, device_id, include_revoked=True)
     )
     if record is None:
         raise ApiError(404, "unknown_device", f"no device {device_id!r}")
-    return JSONResponse(record)
+    return record
+
+
+async def one_device(request: Request) -> Response:
+    gateway = gateway_of(request)
+    gateway.authenticate(request, Role.VIEWER)
+    device_id = _device_id(request)
+    return JSONResponse(await _known_device(gateway, device_id))
 
 
 async def send_command(request: Request) -> Response:
@@ -112,11 +117,7 @@ async def command_history(request: Request) -> Response:
     limit = query_int(request, "limit", 50, 1, gateway.settings.history_limit)
     before = request.query_params.get("before")
     store = gateway.bridge.store
-    known = await store.aread_device(
-        device_id, lambda c: get_device(c, device_id, include_revoked=True)
-    )
-    if known is None:
-        raise ApiError(404, "unknown_device", f"no device {device_id!r}")
+    await _known_device(gateway, device_id)
     records = await store.aread_device(
         device_id, lambda c: device_commands(c, device_id, state=state, limit=limit, before=before)
     )
@@ -137,9 +138,7 @@ async def device_event_history(request: Request) -> Response:
         raise bad_request(f"?kind must be one of {', '.join(_EVENT_KINDS)}")
     limit = query_int(request, "limit", 50, 1, gateway.settings.history_limit)
     store = gateway.bridge.store
-    known = await store.aread_device(device_id, lambda c: get_device(c, device_id))
-    if known is None:
-        raise ApiError(404, "unknown_device", f"no device {device_id!r}")
+    await _known_device(gateway, device_id)
     kinds = (kind,) if kind else _EVENT_KINDS
     events = await store.aread_device(
         device_id, lambda c: device_events(c, device_id, kinds, limit)
