@@ -17,14 +17,7 @@ pytestmark = pytest.mark.broker
 
 
 def connect_device(broker: BrokerHandle, creds: Credentials) -> ProbeClient:
-    device = ProbeClient(
-        broker.host,
-        broker.port,
-        client_id=creds.username,
-        username=creds.username,
-        password=creds.password,
-        persistent=True,
-    ).connect_ok()
+    device = broker.device_client(creds, persistent=True).connect_ok()
     assert not any(r.is_failure for r in device.subscribe(f"tether/{creds.device_id}/cmd"))
     return device
 

@@ -214,19 +214,13 @@ def test_a_real_late_outcome_on_the_dashboard(
 ) -> None:
     """Issue 13 end to end: a plain paho device gets a command, the operator cancels it (only
     `requested`: it was handed over), the device runs it anyway; the dashboard, live, says so."""
-    from tests.support.mqtt import ProbeClient
+    from tests.support.brokers import Credentials
     from tether.protocol import AckMessage, AckStatus, decode_command, utc_now
 
     with gateway_process.api() as api:
-        creds = api.post("/api/devices", json={"id": "pump-7"}).json()
-        device = ProbeClient(
-            broker.host,
-            broker.port,
-            client_id="pump-7",
-            username=creds["username"],
-            password=creds["password"],
-            persistent=True,
-        ).connect_ok()
+        made = api.post("/api/devices", json={"id": "pump-7"}).json()
+        creds = Credentials("pump-7", made["username"], made["password"])
+        device = broker.device_client(creds, persistent=True).connect_ok()
         device.subscribe("tether/pump-7/cmd")
         device.publish("tether/pump-7/status", b'{"online": true}', retain=True)
         wait_until(lambda: api.get("/api/devices/pump-7").json()["online"], what="online")

@@ -49,14 +49,8 @@ class PlainDevice:
         self.client: ProbeClient | None = None
 
     def come_online(self) -> PlainDevice:
-        self.client = ProbeClient(
-            self.broker.host,
-            self.broker.port,
-            client_id=self.creds.username,
-            username=self.creds.username,
-            password=self.creds.password,
-            protocol=mqtt.MQTTv311,
-            persistent=True,
+        self.client = self.broker.device_client(
+            self.creds, protocol=mqtt.MQTTv311, persistent=True
         ).connect_ok()
         assert not any(r.is_failure for r in self.client.subscribe(f"{self.topic}/cmd"))
         self.client.publish(f"{self.topic}/status", b'{"online": true}', retain=True)

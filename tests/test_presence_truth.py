@@ -50,26 +50,13 @@ def bridges(broker: BrokerHandle, tmp_path: Path) -> Iterator[Bridges]:
 def device(broker: BrokerHandle, creds: Credentials) -> ProbeClient:
     """A device that says it is online (retained) and, like a crashed one, never says otherwise:
     it has no Last Will."""
-    client = ProbeClient(
-        broker.host,
-        broker.port,
-        client_id=creds.username,
-        username=creds.username,
-        password=creds.password,
-        persistent=True,
-    ).connect_ok()
+    client = broker.device_client(creds, persistent=True).connect_ok()
     client.publish(f"tether/{creds.device_id}/status", b'{"online": true}', retain=True)
     return client
 
 
 def login_works(broker: BrokerHandle, creds: Credentials, password: str) -> bool:
-    probe = ProbeClient(
-        broker.host,
-        broker.port,
-        client_id=f"{creds.username}",
-        username=creds.username,
-        password=password,
-    )
+    probe = broker.device_client(creds, password=password)
     ok = not probe.connect().is_failure
     if ok:
         probe.disconnect()
@@ -105,9 +92,7 @@ def test_a_retained_online_is_unconfirmed_until_the_device_speaks(
     second = bridges.start()
     wait_until(lambda: second.device("pump-7")["online"], what="the retained replay")
     assert second.device("pump-7")["confirmed"] is False  # the broker replayed it; nobody spoke
-    speaking = ProbeClient(
-        broker.host, broker.port, client_id="pump-7", username="pump-7", password=creds.password
-    ).connect_ok()
+    speaking = broker.device_client(creds).connect_ok()
     hello = b'{"name": "hi", "data": null, "at": "2026-11-29T00:00:00Z"}'
     speaking.publish("tether/pump-7/evt", hello)
     wait_until(lambda: second.device("pump-7")["confirmed"] is True, what="confirmed by the device")

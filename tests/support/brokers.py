@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from broker_bridge.dynsec_admin import DynsecAdmin
 from mosquitto.config import BrokerSettings, render_broker_files
 from mosquitto.process import MosquittoProcess, free_port, wait_for_port
+from tests.support.mqtt import ProbeClient
 from tether.credentials import new_secret
 
 PREFIX = "tether"
@@ -68,6 +69,19 @@ class BrokerHandle:
     def admin(self) -> DynsecAdmin:
         return DynsecAdmin(
             self.host, self.port, self.admin_username, self.admin_password, prefix=PREFIX
+        )
+
+    def device_client(
+        self, creds: Credentials, *, password: str | None = None, **options: Any
+    ) -> ProbeClient:
+        """A client (not yet connected) logged in as the device: client id = username."""
+        return ProbeClient(
+            self.host,
+            self.port,
+            client_id=creds.username,
+            username=creds.username,
+            password=creds.password if password is None else password,
+            **options,
         )
 
     def provision(self, *device_ids: str) -> list[Credentials]:
