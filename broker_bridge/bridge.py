@@ -163,12 +163,21 @@ class Bridge:
         ttl: float | None = None,
         idempotency_key: str | None = None,
         request_hash: str | None = None,
+        command_id: str | None = None,
     ) -> Future[jobs.Accepted]:
-        """Accept a command: committed as `queued` (with its event) before it is published."""
+        """Accept a command: committed as `queued` (with its event) before it is published.
+        ``command_id``: one the caller made (:func:`tether.protocol.new_command_id`), so it can
+        recognise the command's events before the answer comes back."""
         if ttl is not None and ttl <= 0:
             raise BadRequest("ttl must be a positive number of seconds")
         new = jobs.NewCommand(
-            new_command_id(), device_id, name, args or {}, ttl, idempotency_key, request_hash
+            command_id or new_command_id(),
+            device_id,
+            name,
+            args or {},
+            ttl,
+            idempotency_key,
+            request_hash,
         )
         accepted = self.store.write(
             device_id, lambda tx: jobs.accept_command(tx, new, _now(), self.policy)

@@ -7,37 +7,43 @@ from ui_gateway.ordering import AcceptedFirst
 
 def test_events_pass_straight_through_with_nothing_in_flight() -> None:
     order = AcceptedFirst()
-    assert order.event("e1", command=True) == ["e1"]
-    assert order.event("p1", command=False) == ["p1"]
-    assert order.held == 0
+    assert order.event("e1", "c1") == ["e1"]
+    assert order.event("p1", None) == ["p1"]
+    assert order.held == 0 and not order.waiting
 
 
-def test_a_command_event_waits_for_every_reply_in_flight_when_it_came() -> None:
+def test_an_event_waits_for_the_reply_of_its_own_command() -> None:
     order = AcceptedFirst()
-    first, second = order.begin(), order.begin()
-    assert order.event("queued", command=True) == []
-    third = order.begin()  # began after the event: its reply does not hold it
-    assert order.end(second) == []
-    assert order.end(first) == ["queued"]
-    assert order.end(third) == []
+    order.begin("c1")
+    order.begin("c2")
+    assert order.event("c1 queued", "c1") == []
+    assert order.end("c2") == []  # another command's reply does not free it
+    assert order.end("c1") == ["c1 queued"]
     assert order.held == 0
+
+
+def test_events_of_other_commands_pass_while_a_reply_is_open() -> None:
+    order = AcceptedFirst()
+    order.begin("c1")
+    assert order.event("c9 sent", "c9") == ["c9 sent"]  # not this connection's send
+    assert order.event("presence", None) == ["presence"]
+    assert order.end("c1") == []
 
 
 def test_frames_leave_in_the_order_they_came() -> None:
     order = AcceptedFirst()
-    ticket = order.begin()
-    assert order.event("c1", command=True) == []
-    assert order.event("presence", command=False) == []  # behind c1, though free itself
-    assert order.event("c2", command=True) == []
+    order.begin("c1")
+    assert order.event("c1 queued", "c1") == []
+    assert order.event("presence", None) == []  # behind a held event, though free itself
+    assert order.event("c9 sent", "c9") == []
     assert order.held == 3
-    assert order.end(ticket) == ["c1", "presence", "c2"]
+    assert order.end("c1") == ["c1 queued", "presence", "c9 sent"]
 
 
-def test_a_later_event_holds_only_on_the_replies_open_when_it_came() -> None:
+def test_a_command_with_two_replies_open_waits_for_both() -> None:
     order = AcceptedFirst()
-    first = order.begin()
-    assert order.event("a", command=True) == []
-    second = order.begin()
-    assert order.event("b", command=True) == []
-    assert order.end(first) == ["a"]  # b waits for the second reply too
-    assert order.end(second) == ["b"]
+    order.begin("c1")  # its send
+    order.begin("c1")  # and a cancel of it, both in flight
+    assert order.event("c1 cancelled", "c1") == []
+    assert order.end("c1") == []
+    assert order.end("c1") == ["c1 cancelled"]

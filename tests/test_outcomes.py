@@ -229,3 +229,11 @@ def test_an_ack_confirms_a_replayed_presence(h: Harness) -> None:
     assert (device()["online"], device()["confirmed"]) == (True, False)  # only the broker said so
     ack(h, h.accept().record["id"], AckStatus.RECEIVED, 1)
     assert device()["confirmed"] is True  # the device itself spoke
+
+
+def test_a_command_event_names_its_command_without_being_decoded(h: Harness) -> None:
+    from broker_bridge.store.records import command_id_of
+
+    accepted = h.accept()
+    assert command_id_of(accepted.record_json) == accepted.record["id"]
+    assert command_id_of('{"device":"dev","online":true}') is None  # a presence record

@@ -7,7 +7,6 @@ in the order they arrived.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import time
@@ -18,11 +17,9 @@ from typing import Any
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
-from devices.provision import DeviceCredentials
-from devices.simulator import SimOptions, Simulator
-from tests.support.brokers import BrokerHandle
+from tests.support.brokers import BrokerHandle, Credentials
+from tests.support.chaos import SimFleet
 from tests.support.gateways import TOKENS, RunningGateway
-from tests.support.waiting import wait_until
 from ui_gateway.auth import Role
 
 pytestmark = pytest.mark.broker
@@ -33,45 +30,6 @@ SENDS_PER_CONNECTION = 150
 TIMEOUT = 60.0
 
 
-class Fleet:
-    """Simulated devices with no handler latency, on their own event loop thread."""
-
-    def __init__(self, broker: BrokerHandle, creds: list[DeviceCredentials]) -> None:
-        options = SimOptions(
-            host=broker.host,
-            port=broker.port,
-            latency=0.0,
-            report_every=0,
-            reconnect_base=0.05,
-            reconnect_cap=0.5,
-            seed=20,
-        )
-        self.connected = threading.Event()
-        self.simulator = Simulator(options, creds, report=self._report)
-        self.loop = asyncio.new_event_loop()
-        self.stop_event: asyncio.Event | None = None
-        self.thread = threading.Thread(target=self._main, name="fleet", daemon=True)
-        self.thread.start()
-
-    def _report(self, record: dict[str, Any]) -> None:
-        if record["type"] == "all_connected":
-            self.connected.set()
-
-    def _main(self) -> None:
-        async def run() -> None:
-            self.stop_event = asyncio.Event()
-            await self.simulator.run(self.stop_event)
-
-        self.loop.run_until_complete(run())
-        self.loop.close()
-
-    def stop(self) -> None:
-        wait_until(lambda: self.stop_event is not None, what="the fleet loop")
-        assert self.stop_event is not None
-        self.loop.call_soon_threadsafe(self.stop_event.set)
-        self.thread.join(30)
-
-
 @pytest.fixture
 def fleet(broker: BrokerHandle, gateway: RunningGateway) -> Iterator[list[str]]:
     ids = [f"fast-{i}" for i in range(DEVICES)]
@@ -79,10 +37,9 @@ def fleet(broker: BrokerHandle, gateway: RunningGateway) -> Iterator[list[str]]:
         creds = []
         for device_id in ids:
             body = api.post("/api/devices", json={"id": device_id}).json()
-            creds.append(DeviceCredentials(device_id, body["username"], body["password"]))
-    running = Fleet(broker, creds)
+            creds.append(Credentials(device_id, body["username"], body["password"]))
+    running = SimFleet(broker, creds, seed=20).start(20)  # no handler latency
     try:
-        assert running.connected.wait(20), "the simulated fleet did not connect"
         yield ids
     finally:
         running.stop()

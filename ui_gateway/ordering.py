@@ -1,61 +1,56 @@
 """``accepted`` before events: the order of one WebSocket connection's outgoing frames.
 
 A send's ``queued`` event is committed, and announced to every stream, before the send's caller
-learns the command id; under load even ``succeeded`` can overtake the ``accepted`` frame. The id
-is unknown until the send returns, so a connection cannot tell which event belongs to which of
-its own sends in flight. The rule is therefore by time: a command event seen while sends (or
-cancels) of this connection are in flight waits until every one of those has written its reply
-(``accepted`` or ``error``). A send's events are only committed after the send began, so they are
-always held behind its reply. Events leave in the order they came (cursors stay monotonic), so a
-held command event also holds back whatever comes after it; events seen with nothing in flight
-pass straight through. Pure state, no IO: the connection posts what the methods return.
+hears back; under load even ``succeeded`` can overtake the ``accepted`` frame. So the connection
+names the command before it asks for it (the gateway chooses the command id), and an event of a
+command whose reply (``accepted`` or ``error``) this connection has not yet written waits for
+that reply. The same holds for a cancel and the events of the command it names. Events leave in
+the order they came (cursors stay monotonic), so whatever comes after a held event waits with
+it; since a held event's own commit is already done, the wait is the time its reply takes to be
+written. Events of other commands, with nothing held, pass straight through. Pure state, no IO:
+the connection posts what the methods return.
 """
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 
 
 class AcceptedFirst:
     def __init__(self) -> None:
-        self._next_ticket = 0
-        self._open: set[int] = set()  # tickets of replies not yet written
-        self._held: deque[tuple[int, str]] = deque()  # (tickets below this must be done, frame)
+        self._open: Counter[str] = Counter()  # command id -> replies not yet written
+        self._held: deque[tuple[str | None, str]] = deque()  # (command id, frame)
 
     @property
     def held(self) -> int:
         return len(self._held)
 
-    def begin(self) -> int:
-        """A send or cancel starts; its events cannot exist yet. Returns its ticket."""
-        ticket = self._next_ticket
-        self._next_ticket += 1
-        self._open.add(ticket)
-        return ticket
+    @property
+    def waiting(self) -> bool:
+        """Replies are open, or frames held: an event must be looked at, not just passed on."""
+        return bool(self._open or self._held)
 
-    def end(self, ticket: int) -> list[str]:
+    def begin(self, command_id: str) -> None:
+        """A send (of a command with this id) or a cancel (of it) starts."""
+        self._open[command_id] += 1
+
+    def end(self, command_id: str) -> list[str]:
         """Its reply has been written: returns the frames that may follow now, in order."""
-        self._open.discard(ticket)
+        self._open[command_id] -= 1
+        if self._open[command_id] <= 0:
+            del self._open[command_id]
         return self._release()
 
-    def event(self, frame: str, *, command: bool) -> list[str]:
-        """An event frame from the stream: returns the frames to write now, in order."""
-        barrier = self._next_ticket if command else 0
-        if not self._held and self._clear_below(barrier):
+    def event(self, frame: str, command_id: str | None) -> list[str]:
+        """An event frame (of the command ``command_id``, or of no command): the frames to
+        write now, in order."""
+        if not self._held and command_id not in self._open:
             return [frame]
-        self._held.append((barrier, frame))
+        self._held.append((command_id, frame))
         return self._release()
-
-    def _clear_below(self, barrier: int) -> bool:
-        return not self._open or min(self._open) >= barrier
 
     def _release(self) -> list[str]:
-        lowest_open = min(self._open) if self._open else None
         out: list[str] = []
-        while self._held:
-            barrier, frame = self._held[0]
-            if lowest_open is not None and lowest_open < barrier:
-                break
-            self._held.popleft()
-            out.append(frame)
+        while self._held and self._held[0][0] not in self._open:
+            out.append(self._held.popleft()[1])
         return out

@@ -4,7 +4,8 @@ Three tasks per connection: the reader handles client frames (each send in its o
 burst is not serialised on commit latency), the streamer turns stored events into frames, and
 the writer drains the bounded outbox. A client that lets the outbox fill is cut off with close
 code 1013; it resumes from its last cursor. The ``accepted`` (or ``error``) reply of a send or
-cancel is written before any event of its command: :mod:`ui_gateway.ordering` holds events back.
+cancel is written before any event of its command: the connection makes the command id itself,
+and :mod:`ui_gateway.ordering` holds that command's events back until the reply is out.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from broker_bridge.cursor import Cursor, CursorError
 from broker_bridge.event_log import current_cursor
-from tether.protocol import validate_device_id
+from broker_bridge.store.records import command_id_of
+from tether.protocol import new_command_id, validate_device_id
 from tether.protocol.payloads import loads_strict
 from ui_gateway.auth import Principal, Role
 from ui_gateway.context import Gateway, gateway_of
@@ -58,22 +60,31 @@ class Connection:
             self.overflowed.set()
             raise ClientTooSlow from None
 
-    def post_event(self, text: str, *, command: bool) -> None:
-        for frame in self.order.event(text, command=command):
+    def post_event(self, text: str, command_id: str | None = None) -> None:
+        for frame in self.order.event(text, command_id):
             self.post(frame)
         if self.order.held > self.gateway.settings.client_queue:
             self.overflowed.set()
             raise ClientTooSlow
 
     @contextlib.contextmanager
-    def replying(self) -> Iterator[None]:
-        """Around a send or cancel: its events wait until its reply is in the outbox."""
-        ticket = self.order.begin()
+    def replying(self, command_id: str) -> Iterator[None]:
+        """Around a send or cancel of ``command_id``: its events wait until its reply is in the
+        outbox."""
+        self.order.begin(command_id)
         try:
             yield
         finally:
-            for frame in self.order.end(ticket):
+            for frame in self.order.end(command_id):
                 self.post(frame)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        if task.cancelled():
+            return
+        error = task.exception()  # retrieved here, so asyncio does not report it unread
+        if error is not None and not isinstance(error, ClientTooSlow):  # watch_overflow acts
+            log.error("a send or cancel task failed", exc_info=error)
 
     async def watch_overflow(self) -> None:
         """A send task that overflows the outbox cannot end the connection itself: this does."""
@@ -99,9 +110,15 @@ class Connection:
         ):
             if isinstance(item, Reset):
                 reset = json.dumps({"type": "reset", "reason": item.reason}, separators=(",", ":"))
-                self.post_event(reset, command=False)
+                self.post_event(reset)
                 return
-            self.post_event(encode_event_message(item), command=item.event.kind == "command")
+            event = item.event
+            command_id = (
+                command_id_of(event.data_json)
+                if event.kind == "command" and self.order.waiting
+                else None  # nothing is held back: no need to know whose event it is
+            )
+            self.post_event(encode_event_message(item), command_id)
 
     async def reader(self) -> None:
         while True:
@@ -135,14 +152,15 @@ class Connection:
                 return
             task = asyncio.create_task(self.send(frame) if kind == "send" else self.cancel(frame))
             self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            task.add_done_callback(self._finished)
         else:
             self.post_error(ref, ApiError(400, "bad_request", f"unknown frame type {kind!r}"))
 
     async def send(self, frame: dict[str, Any]) -> None:
         ref = frame.get("ref")
+        command_id = new_command_id()  # known here, so its events can wait for `accepted`
         async with self.sends:
-            with self.replying():
+            with self.replying(command_id):
                 try:
                     device_id = frame.get("device")
                     validate_device_id(device_id)
@@ -155,6 +173,7 @@ class Connection:
                         ttl=request.ttl,
                         idempotency_key=request.idempotency_key,
                         request_hash=request.request_hash,
+                        command_id=command_id,
                     )
                 except Exception as exc:
                     self.post_error(ref, as_api_error(exc))
@@ -170,7 +189,7 @@ class Connection:
         if not isinstance(command_id, str) or not command_id:
             self.post_error(ref, ApiError(400, "bad_request", "cancel needs a command_id"))
             return
-        with self.replying():
+        with self.replying(command_id):
             try:
                 record = await self.gateway.bridge.acancel(command_id)
             except Exception as exc:
