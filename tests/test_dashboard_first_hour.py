@@ -171,6 +171,18 @@ def test_offline_hint_and_late_outcomes(browser: Browser, gateway_process: Gatew
         f'reboot → cancelled — but the device ran it at {clock}: succeeded {{"ok":true}}'
     )
     assert shown["events"][2] == shown["events"][3] == "reboot → cancelled"
+    answers = page.evaluate(
+        """async () => {
+          const { describeLate } = await import('/static/commands.js');
+          const at = '2026-11-29T12:03:04Z';
+          return [describeLate({ state: 'cancelled', late: { status: 'cancelled', at } }),
+                  describeLate({ state: 'undeliverable', late: { status: 'expired', at } })];
+        }"""
+    )
+    assert answers == [  # a device's answer that it did not run it never reads "ran it"
+        f"and the device confirmed it at {clock}",
+        f"and the device answered at {clock}: expired, not run",
+    ]
     ARTIFACTS.mkdir(exist_ok=True)
     page.locator(".card-console").screenshot(path=str(ARTIFACTS / "dashboard-offline-late.png"))
     assert errors == []

@@ -207,6 +207,8 @@ def test_the_cli_says_what_a_terminal_record_cannot_promise() -> None:
     assert outcome_note(ran) == "cancelled, but the device ran it at T: succeeded"
     confirmed = {"state": "cancelled", "late": {"status": "cancelled", "at": "T"}}
     assert "confirmed" in outcome_note(confirmed)
+    answered = {"state": "undeliverable", "late": {"status": "expired", "at": "T"}}
+    assert outcome_note(answered) == "undeliverable, and the device answered at T: expired, not run"
     held = {"state": "cancelled", "attempts": 0, "ended_by": "operator", "late": None}
     assert outcome_note(held) == ""  # it never left Tether: nothing to add
     handed = {"state": "cancelled", "attempts": 1, "ended_by": "operator", "late": None}

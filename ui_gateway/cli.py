@@ -120,6 +120,8 @@ def outcome_note(record: dict[str, Any]) -> str:
             return f"{state}, but the device received it at {late['at']}"
         if late["status"] == state:
             return f"{state}, and the device confirmed it at {late['at']}"
+        if late["status"] not in ("succeeded", "failed"):  # rejected, expired, cancelled
+            return f"{state}, and the device answered at {late['at']}: {late['status']}, not run"
         return f"{state}, but the device ran it at {late['at']}: {late['status']}"
     handed_over = record.get("attempts", 0) > 0 and record.get("ended_by") != "device"
     if state in ("cancelled", "expired", "undeliverable") and handed_over:

@@ -8,12 +8,16 @@ import { h, parseTime, formatClock, formatFull, formatLatency, compactJson, pret
  * as `late: {status, result?, error?, at}`) as the words after the state: "but the device ran it
  * at 12:03:04: succeeded", "but the device received it at 12:03:04". Null when there is none.
  */
+const RAN = Object.freeze(['succeeded', 'failed']); // the other final acks say "not run"
+
 export function describeLate(record) {
   const late = isPlainObject(record) ? record.late : null;
   if (!isPlainObject(late) || typeof late.status !== 'string' || late.status === '') return null;
   const at = parseTime(late.at);
   const when = Number.isFinite(at) ? formatClock(at, { millis: false }) : 'a later time';
   if (late.status === 'received') return `but the device received it at ${when}`;
+  if (late.status === record.state) return `and the device confirmed it at ${when}`;
+  if (!RAN.includes(late.status)) return `and the device answered at ${when}: ${late.status}, not run`;
   let text = `but the device ran it at ${when}: ${late.status}`;
   if (late.error !== undefined && late.error !== null) text += ` (${compactJson(describeError(late.error), 80)})`;
   else if (late.result !== undefined && late.result !== null) text += ` ${compactJson(late.result, 80)}`;
