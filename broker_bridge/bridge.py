@@ -10,7 +10,6 @@ threads (the gateway's event loop, the sweeper) only queue store jobs. Async cal
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 from collections import Counter
@@ -26,14 +25,14 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from broker_bridge.errors import BadRequest, NotFound, TetherError, Unavailable
+from broker_bridge.errors import BadRequest, NotFound, TetherError
 from broker_bridge.latency import LatencyWindow, hops_of
 from broker_bridge.mqtt_session import MqttSession, SessionSettings
 from broker_bridge.policy import DeliveryPolicy
 from broker_bridge.provisioning import Provisioner
 from broker_bridge.store import jobs
 from broker_bridge.store.records import Record
-from broker_bridge.store.shard import StoredEvent, StoreUnavailable
+from broker_bridge.store.shard import StoreUnavailable
 from broker_bridge.store.sharded import ShardedStore
 from broker_bridge.sys_stats import SUBSCRIPTION as SYS_SUBSCRIPTION
 from broker_bridge.sys_stats import BrokerFigures
@@ -51,6 +50,7 @@ from tether.protocol import (
     new_command_id,
     parse_time,
 )
+from tether.protocol.service import StoredEvent
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -455,31 +455,6 @@ class Bridge:
                     self.store.write_shard(
                         shard, lambda tx: jobs.prune_events(tx, self.settings.event_retention)
                     )
-
-    # async façade for the gateway
-
-    async def asend(
-        self, device_id: str, name: str, args: dict[str, Any] | None = None, **kw: Any
-    ) -> jobs.Accepted:
-        try:
-            return await asyncio.wrap_future(self.send(device_id, name, args, **kw))
-        except StoreUnavailable as exc:
-            raise Unavailable(str(exc)) from exc
-
-    async def aprovision(self, device_id: str) -> tuple[Record, str]:
-        return await asyncio.to_thread(self.provisioner.provision, device_id)
-
-    async def arotate(self, device_id: str) -> tuple[Record, str]:
-        return await asyncio.to_thread(self.provisioner.rotate, device_id)
-
-    async def arevoke(self, device_id: str) -> Record:
-        return await asyncio.to_thread(self.provisioner.revoke, device_id)
-
-    async def acancel(self, command_id: str) -> Record:
-        try:
-            return await asyncio.wrap_future(self.cancel(command_id))
-        except StoreUnavailable as exc:
-            raise Unavailable(str(exc)) from exc
 
 
 __all__ = ["Bridge", "BridgeSettings", "TetherError"]

@@ -8,10 +8,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
 
-from broker_bridge.cursor import Cursor, MovingCursor
 from broker_bridge.store.queries import EventPage, events_after
-from broker_bridge.store.shard import StoredEvent
-from broker_bridge.store.sharded import ShardedStore
+from broker_bridge.store.sharded import StoreReader
+from tether.protocol.cursor import Cursor, MovingCursor
+from tether.protocol.service import StoredEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +67,7 @@ def is_too_old(cursor: Cursor, pages: list[EventPage]) -> bool:
     return any(cursor.positions[i] < page.pruned_through for i, page in enumerate(pages))
 
 
-async def read_after(store: ShardedStore, cursor: Cursor, limit: int = 1000) -> Replay:
+async def read_after(store: StoreReader, cursor: Cursor, limit: int = 1000) -> Replay:
     # Twice a fair share from each shard, not ``limit`` from each: reading 8 x 1,000 rows to
     # send 1,000 was most of a replay's cost. A shard that holds more than its share is read
     # on in the next page (see ``merge``'s horizon).
@@ -85,7 +85,7 @@ async def read_after(store: ShardedStore, cursor: Cursor, limit: int = 1000) -> 
     return merge(cursor, pages, limit)
 
 
-async def current_cursor(store: ShardedStore) -> Cursor:
+async def current_cursor(store: StoreReader) -> Cursor:
     """The position after every event stored so far: "from now on"."""
     pages = await asyncio.gather(
         *(

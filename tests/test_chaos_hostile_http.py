@@ -113,7 +113,7 @@ def fleet(broker: BrokerHandle, gateway: RunningGateway, tmp_path: Path) -> Iter
 
 
 def test_hostile_device_ids_on_every_way_in(gateway: RunningGateway, fleet: Fleet) -> None:
-    data_dir = gateway.app_gateway.bridge.store.data_dir
+    data_dir = gateway.bridge.store.data_dir
     answers: list[tuple[str, httpx.Response, set[tuple[int, str]]]] = []
     ws_wrong: list[str] = []
     with gateway.client(Role.ADMIN) as api, ws(gateway) as conn:
@@ -168,7 +168,7 @@ def read_until_closed(conn: ClientConnection) -> None:
 
 
 def test_websocket_frame_over_1_mib_is_closed_1009(gateway: RunningGateway, fleet: Fleet) -> None:
-    data_dir = gateway.app_gateway.bridge.store.data_dir
+    data_dir = gateway.bridge.store.data_dir
     codes = []
     with gateway.client(Role.OPERATOR) as api:
         accepted = sends(api, "calm-0", range(5))
@@ -201,7 +201,7 @@ def test_a_binary_websocket_frame_gets_a_clear_refusal(
     or close 1003), not an internal error with a traceback in the log. (Found by this suite;
     fixed in a4fd31f.)"""
     caplog.set_level(logging.ERROR)
-    data_dir = gateway.app_gateway.bridge.store.data_dir
+    data_dir = gateway.bridge.store.data_dir
     with gateway.client(Role.OPERATOR) as api:
         accepted = sends(api, "calm-0", range(3))
         with ws(gateway) as conn:
@@ -439,7 +439,7 @@ def test_schemathesis_fuzzes_the_rest_api(gateway: RunningGateway, fleet: Fleet)
     from schemathesis.checks import not_a_server_error
     from schemathesis.specs.openapi.checks import negative_data_rejection
 
-    store = gateway.app_gateway.bridge.store
+    store = gateway.bridge.store
     with gateway.client(Role.ADMIN) as api:
         accepted = sends(api, "calm-0", range(5))
         provision(api, "fuzz-0")  # no agent: what the fuzzer sends it stays queued
@@ -481,7 +481,7 @@ def test_schemathesis_the_openapi_schema_matches_the_server(
     fuzz = Fuzz(gateway, 20, {"device_id": "fuzz-0", "command_id": accepted[0]}).run(None)
     outcome = close_ledger(
         "HTTP: /openapi.json conformance (schemathesis default checks)",
-        gateway.app_gateway.bridge.store.data_dir,
+        gateway.bridge.store.data_dir,
         fleet,
         accepted,
     ).note(f"{fuzz.requests} requests; {len(fuzz.failures)} kinds of mismatch")

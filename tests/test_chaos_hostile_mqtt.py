@@ -231,7 +231,7 @@ def test_an_ack_or_event_with_an_overflowing_number_changes_nothing(
     fleet, hostile = gateway_fleet
     rogue = device_probe(broker, hostile)
     assert not any(r.is_failure for r in rogue.subscribe(f"{PREFIX}/rogue-2/cmd"))
-    bridge = gateway.app_gateway.bridge
+    bridge = gateway.bridge
     viewer_url = f"{gateway.ws_url}?token={TOKENS[Role.VIEWER]}"
     with gateway.client(Role.OPERATOR) as api, connect(viewer_url, open_timeout=5) as viewer:
         target = api.post("/api/devices/rogue-2/commands", json={"name": "echo"}).json()["id"]

@@ -176,7 +176,7 @@ def read_only(store: ShardedStore, shard: int) -> Iterator[None]:
 def test_one_shard_read_only_for_a_moment(
     broker: BrokerHandle, gateway: RunningGateway, tmp_path: Path
 ) -> None:
-    store: ShardedStore = gateway.app_gateway.bridge.store
+    store: ShardedStore = gateway.bridge.store
     data_dir = store.data_dir
     candidates = [f"ro-{i:02d}" for i in range(64)]
     on_zero = [d for d in candidates if store.shard_of(d) == 0][:2]
@@ -203,7 +203,7 @@ def test_one_shard_read_only_for_a_moment(
                          for k, d in enumerate([*on_zero, *elsewhere])}  # fmt: skip
                 fleet.release(late)  # its acks meet the read-only shard
                 wait_until(lambda: all(fleet.runs[n] for n in range(10)), 20, f"{late} ran")
-                wait_until(lambda: gateway.app_gateway.bridge.stats["store_retries"] >= 3, 20)
+                wait_until(lambda: gateway.bridge.stats["store_retries"] >= 3, 20)
                 listed = api.get("/api/devices").json()
                 during = states()
 

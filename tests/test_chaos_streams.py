@@ -175,7 +175,7 @@ def test_websocket_cut_mid_stream_and_resumed(
                 break
             take(resumed)
 
-    data_dir = gateway.app_gateway.bridge.store.data_dir
+    data_dir = gateway.bridge.store.data_dir
     settle(data_dir, 20)
     stored = store_reader.commands(data_dir)
     runs, strays = runs_by_id(stored, fleet.runs, "n")
@@ -324,7 +324,7 @@ def test_a_fresh_websocket_sees_the_events_of_its_own_first_commands(
     get all their events: they all happened after it connected. (Found by this suite: "now" was
     read only when the streamer first ran, after sends it had already handled; fixed in
     a4fd31f by fixing "now" at connect.)"""
-    store = gateway.app_gateway.bridge.store
+    store = gateway.bridge.store
     data_dir = store.data_dir
     busy = threading.Event()
 

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker_bridge.cursor import Cursor, CursorError, MovingCursor
 from broker_bridge.event_log import current_cursor, read_after
 from broker_bridge.store import jobs
 from broker_bridge.store.sharded import ShardedStore
+from tether.protocol.cursor import Cursor, CursorError, MovingCursor
 
 
 @given(st.lists(st.integers(0, 10**12), min_size=1, max_size=16))

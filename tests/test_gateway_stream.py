@@ -182,7 +182,7 @@ def test_resume_from_cursor_gets_exactly_the_missed_events(
 def test_stale_cursor_gets_a_reset(gateway: RunningGateway, device: DeviceAgent) -> None:
     from broker_bridge.store import jobs
 
-    store = gateway.app_gateway.bridge.store
+    store = gateway.bridge.store
     with ws(gateway) as conn:
         conn.send(json.dumps({"type": "send", "ref": 1, "device": "pump-1", "name": "echo"}))
         until(conn, lambda m: m["type"] == "event" and m["data"].get("state") == "succeeded")
@@ -257,7 +257,7 @@ def test_a_client_that_never_reads_is_cut_off(gateway: RunningGateway, device: D
         ).encode()
     )
     app = gateway.app_gateway
-    wait_until(lambda: app.hub.subscriber_count >= 1, what="the slow client subscribed")
+    wait_until(lambda: app.service.live_subscribers >= 1, what="the slow client subscribed")
     stop = threading.Event()
 
     def flood() -> None:
@@ -278,4 +278,4 @@ def test_a_client_that_never_reads_is_cut_off(gateway: RunningGateway, device: D
         stop.set()
         flooder.join(30)
         sock.close()
-    assert app.hub.subscriber_count == 0
+    assert app.service.live_subscribers == 0

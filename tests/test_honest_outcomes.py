@@ -16,13 +16,13 @@ import pytest
 
 from broker_bridge.bridge import Bridge
 from broker_bridge.policy import DeliveryPolicy
-from broker_bridge.store.shard import StoredEvent
 from tests.support.bridges import BridgeHandle, bridge_settings
 from tests.support.brokers import BrokerHandle, Credentials
 from tests.support.devices import agent_for
 from tests.support.mqtt import ProbeClient
 from tests.support.waiting import wait_until
 from tether.protocol import AckMessage, AckStatus, decode_command, utc_now
+from tether.protocol.service import StoredEvent
 
 pytestmark = pytest.mark.broker
 

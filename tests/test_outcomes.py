@@ -234,7 +234,7 @@ def test_an_ack_confirms_a_replayed_presence(h: Harness) -> None:
 
 
 def test_a_command_event_names_its_command_without_being_decoded(h: Harness) -> None:
-    from broker_bridge.store.records import command_id_of
+    from tether.protocol.service import command_id_of
 
     accepted = h.accept()
     assert command_id_of(accepted.record_json) == accepted.record["id"]

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from broker_bridge.store.queries import (
-    device_commands,
-    device_events,
-    get_command,
-    get_device,
-    list_devices,
-)
-from tether.protocol import CommandState, validate_device_id
+from tether.protocol import CommandState, new_command_id, validate_device_id
 from ui_gateway.auth import Role
 from ui_gateway.context import Gateway, gateway_of
-from ui_gateway.errors import ApiError, bad_request, not_found
+from ui_gateway.errors import ApiError, bad_request
 from ui_gateway.requests import parse_send, query_bool, query_int, read_json_body
 
 
@@ -33,7 +25,7 @@ async def provision_device(request: Request) -> Response:
     if not isinstance(body, dict) or set(body) != {"id"}:
         raise bad_request('the body must be {"id": "<device id>"}')
     device_id = validate_device_id(body["id"])
-    record, password = await gateway.bridge.aprovision(device_id)
+    record, password = await gateway.service.provision(device_id)
     return JSONResponse(
         {"id": device_id, "username": record["username"], "password": password}, 201
     )
@@ -43,14 +35,14 @@ async def rotate_password(request: Request) -> Response:
     """A new password for an existing device (the old login stops working at once)."""
     gateway = gateway_of(request)
     gateway.authenticate(request, Role.ADMIN)
-    record, password = await gateway.bridge.arotate(_device_id(request))
+    record, password = await gateway.service.rotate(_device_id(request))
     return JSONResponse({"id": record["id"], "username": record["username"], "password": password})
 
 
 async def revoke_device(request: Request) -> Response:
     gateway = gateway_of(request)
     gateway.authenticate(request, Role.ADMIN)
-    record = await gateway.bridge.arevoke(_device_id(request))
+    record = await gateway.service.revoke(_device_id(request))
     return JSONResponse(record)
 
 
@@ -58,24 +50,14 @@ async def list_all_devices(request: Request) -> Response:
     gateway = gateway_of(request)
     gateway.authenticate(request, Role.VIEWER)
     revoked = query_bool(request, "revoked", False)
-    results = await gateway.bridge.store.fan_out(lambda c: list_devices(c, revoked=revoked))
-    devices = sorted(
-        (d for r in results if r.ok and r.value for d in r.value), key=lambda d: str(d["id"])
-    )
-    shards = [
-        {"shard": r.shard, "ok": True}
-        if r.ok
-        else {"shard": r.shard, "ok": False, "error": r.error}
-        for r in results
-    ]
-    return JSONResponse({"devices": devices, "shards": shards})
+    listed = await gateway.service.devices(revoked=revoked)
+    shards = [shard.as_json() for shard in listed.shards]
+    return JSONResponse({"devices": listed.devices, "shards": shards})
 
 
 async def _known_device(gateway: Gateway, device_id: str) -> dict[str, Any]:
     """The device's record, a revoked one too (its history stays readable), or 404."""
-    record = await gateway.bridge.store.aread_device(
-        device_id, lambda c: get_device(c, device_id, include_revoked=True)
-    )
+    record = await gateway.service.device(device_id)
     if record is None:
         raise ApiError(404, "unknown_device", f"no device {device_id!r}")
     return record
@@ -96,14 +78,7 @@ async def send_command(request: Request) -> Response:
     if isinstance(body, dict) and ({"type", "ref", "device", "idempotency_key"} & set(body)):
         raise ApiError(422, "bad_request", "fields type/ref/device belong to the WebSocket only")
     send = parse_send(body, request.headers.get("idempotency-key"))
-    accepted = await gateway.bridge.asend(
-        device_id,
-        send.name,
-        send.args,
-        ttl=send.ttl,
-        idempotency_key=send.idempotency_key,
-        request_hash=send.request_hash,
-    )
+    accepted = await gateway.service.send(send.command(new_command_id(), device_id))
     return Response(accepted.record_json, 202, media_type="application/json")
 
 
@@ -116,11 +91,8 @@ async def command_history(request: Request) -> Response:
         raise bad_request(f"?state must be one of {', '.join(s.value for s in CommandState)}")
     limit = query_int(request, "limit", 50, 1, gateway.settings.history_limit)
     before = request.query_params.get("before")
-    store = gateway.bridge.store
     await _known_device(gateway, device_id)
-    records = await store.aread_device(
-        device_id, lambda c: device_commands(c, device_id, state=state, limit=limit, before=before)
-    )
+    records = await gateway.service.commands(device_id, state=state, limit=limit, before=before)
     return JSONResponse({"commands": records})
 
 
@@ -137,40 +109,22 @@ async def device_event_history(request: Request) -> Response:
     if kind is not None and kind not in _EVENT_KINDS:
         raise bad_request(f"?kind must be one of {', '.join(_EVENT_KINDS)}")
     limit = query_int(request, "limit", 50, 1, gateway.settings.history_limit)
-    store = gateway.bridge.store
     await _known_device(gateway, device_id)
     kinds = (kind,) if kind else _EVENT_KINDS
-    events = await store.aread_device(
-        device_id, lambda c: device_events(c, device_id, kinds, limit)
-    )
+    events = await gateway.service.device_events(device_id, kinds, limit)
     return JSONResponse({"events": events})
 
 
-async def _find_command(request: Request) -> dict[str, Any]:
-    command_id = request.path_params["command_id"]
-    if len(command_id) > 64:
-        raise not_found("no such command")
-    results = await gateway_of(request).bridge.store.fan_out(lambda c: get_command(c, command_id))
-    for result in results:
-        if result.value is not None:
-            return result.value
-    failed = [r for r in results if not r.ok]
-    if failed:
-        raise ApiError(
-            503, "unavailable", f"shard {failed[0].shard} could not be read: {failed[0].error}"
-        )
-    raise not_found(f"no command {command_id!r}")
-
-
 async def one_command(request: Request) -> Response:
-    gateway_of(request).authenticate(request, Role.VIEWER)
-    return JSONResponse(await _find_command(request))
+    gateway = gateway_of(request)
+    gateway.authenticate(request, Role.VIEWER)
+    return JSONResponse(await gateway.service.command(request.path_params["command_id"]))
 
 
 async def cancel_command(request: Request) -> Response:
     gateway = gateway_of(request)
     gateway.authenticate(request, Role.OPERATOR)
-    record = await gateway.bridge.acancel(request.path_params["command_id"])
+    record = await gateway.service.cancel(request.path_params["command_id"])
     return JSONResponse(record)
 
 
@@ -180,15 +134,8 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     gateway = gateway_of(request)
-    broker = gateway.bridge.session.connected.is_set()
-    store_ok = True
-    try:
-        await asyncio.wait_for(
-            gateway.bridge.store.aread(0, lambda c: c.execute("SELECT 1").fetchone()), 5
-        )
-    except Exception:
-        store_ok = False
-    ready = gateway.ready and broker and store_ok
+    health = await gateway.service.health()
+    ready = gateway.ready and health.broker and health.store
     return JSONResponse(
-        {"ready": ready, "broker": broker, "store": store_ok}, 200 if ready else 503
+        {"ready": ready, "broker": health.broker, "store": health.store}, 200 if ready else 503
     )

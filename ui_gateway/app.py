@@ -1,8 +1,7 @@
-"""The one ASGI app: REST, WebSocket, SSE and the dashboard, with the bridge in its lifespan."""
+"""The one ASGI app: REST, WebSocket, SSE and the dashboard, over a command service."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -13,17 +12,15 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Match, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from broker_bridge.bridge import Bridge
-from broker_bridge.cursor import CursorError
 from broker_bridge.errors import TetherError
 from tether.protocol import ProtocolError
+from tether.protocol.cursor import CursorError
+from tether.protocol.service import HISTORY_RANGES, CommandService
 from ui_gateway import api
 from ui_gateway.auth import Role, TokenTable
 from ui_gateway.context import Gateway, gateway_of
 from ui_gateway.errors import ApiError, handle_known_errors
-from ui_gateway.fleet import bridge_figures, fleet_summary
-from ui_gateway.history import RANGES, fleet_history
-from ui_gateway.hub import EventHub
+from ui_gateway.figures import fleet_with_figures
 from ui_gateway.metrics import metrics_endpoint
 from ui_gateway.openapi import openapi_document
 from ui_gateway.settings import GatewaySettings
@@ -40,16 +37,16 @@ async def dashboard(request: Request) -> Response:
 async def fleet(request: Request) -> Response:
     gateway = gateway_of(request)
     gateway.authenticate(request, Role.VIEWER)
-    return JSONResponse(await fleet_summary(gateway.bridge.store, bridge_figures(gateway)))
+    return JSONResponse(await fleet_with_figures(gateway.service))
 
 
 async def history(request: Request) -> Response:
     gateway = gateway_of(request)
     gateway.authenticate(request, Role.VIEWER)
     range_name = request.query_params.get("range", "1h")
-    if range_name not in RANGES:
-        raise ApiError(400, "bad_request", f"?range must be one of {', '.join(RANGES)}")
-    return JSONResponse(await fleet_history(gateway.bridge.store, range_name))
+    if range_name not in HISTORY_RANGES:
+        raise ApiError(400, "bad_request", f"?range must be one of {', '.join(HISTORY_RANGES)}")
+    return JSONResponse(await gateway.service.history(range_name))
 
 
 async def openapi(request: Request) -> Response:
@@ -57,23 +54,21 @@ async def openapi(request: Request) -> Response:
 
 
 def create_app(
-    bridge: Bridge, tokens: TokenTable, settings: GatewaySettings | None = None
+    service: CommandService, tokens: TokenTable, settings: GatewaySettings | None = None
 ) -> Starlette:
-    """``bridge`` is started in the app's lifespan and stopped with it."""
+    """``service`` is started in the app's lifespan and stopped with it."""
     settings = settings or GatewaySettings()
-    gateway = Gateway(bridge, tokens, settings)
+    gateway = Gateway(service, tokens, settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        gateway.hub = EventHub(asyncio.get_running_loop())
-        bridge.store.add_listener(gateway.hub.announce_threadsafe)
-        await asyncio.to_thread(bridge.start)
+        await service.start()
         gateway.ready = True
         try:
             yield
         finally:
             gateway.ready = False
-            await asyncio.to_thread(bridge.stop)
+            await service.stop()
 
     routes = [
         Route("/", dashboard),

@@ -12,7 +12,9 @@ from typing import Any
 import httpx
 import uvicorn
 
+from broker_bridge.bridge import Bridge
 from broker_bridge.cli import add_bridge_flags, bridge_settings, hold_data_dir
+from broker_bridge.service import BridgeService
 from tether.flags import add_broker_flags, add_http_address_flags, env_flag
 from tether.log_redaction import install_redaction, secrets_in
 from tether.protocol import CommandState, parse_time, validate_device_id
@@ -46,7 +48,8 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         print("tether: no tokens: set TETHER_ADMIN_TOKEN or pass --tokens-file", file=sys.stderr)
         return 2
     with hold_data_dir(args, "gateway"):
-        config = uvicorn_config(bridge_settings(args), tokens, gateway_settings(args))
+        service = BridgeService(Bridge(bridge_settings(args)))
+        config = uvicorn_config(service, tokens, gateway_settings(args))
         install_redaction(secrets_in(args))  # again: uvicorn has just set up its own handlers
         server = uvicorn.Server(config)
         server.run()

@@ -6,18 +6,16 @@ from dataclasses import dataclass, field
 
 from starlette.requests import HTTPConnection
 
-from broker_bridge.bridge import Bridge
+from tether.protocol.service import CommandService
 from ui_gateway.auth import Principal, Role, TokenTable, bearer_token
-from ui_gateway.hub import EventHub
 from ui_gateway.settings import GatewaySettings
 
 
 @dataclass
 class Gateway:
-    bridge: Bridge
+    service: CommandService
     tokens: TokenTable
     settings: GatewaySettings
-    hub: EventHub | None = None
     ready: bool = False
     counters: dict[str, int] = field(default_factory=dict)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from broker_bridge.cursor import CursorError
 from broker_bridge.errors import TetherError
 from tether.protocol import ProtocolError
+from tether.protocol.cursor import CursorError
 
 
 class ApiError(Exception):

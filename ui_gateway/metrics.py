@@ -1,4 +1,4 @@
-"""``GET /metrics``: Prometheus text, built at scrape time from the store and the bridge.
+"""``GET /metrics``: Prometheus text, built at scrape time from the command service.
 
 No per-device labels: a fleet of 10,000 devices must not mean 10,000 series per metric.
 """
@@ -19,18 +19,18 @@ from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 
-from broker_bridge.latency import BOUNDS
+from tether.protocol.service import Figures
 from ui_gateway.auth import Role
-from ui_gateway.context import Gateway, gateway_of
-from ui_gateway.fleet import fleet_summary
+from ui_gateway.context import gateway_of
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class _Snapshot(Collector):
-    def __init__(self, fleet: dict[str, Any], gateway: Gateway) -> None:
+    def __init__(self, fleet: dict[str, Any], figures: Figures, live_subscribers: int) -> None:
         self.fleet = fleet
-        self.gateway = gateway
+        self.figures = figures
+        self.live_subscribers = live_subscribers
 
     def collect(self) -> Iterable[Metric]:
         devices = self.fleet["devices"]
@@ -56,15 +56,15 @@ class _Snapshot(Collector):
         bridge = CounterMetricFamily(
             "tether_bridge_messages", "Bridge message outcomes since start", labels=["outcome"]
         )
-        for outcome, count in sorted(self.gateway.bridge.stats.items()):
+        for outcome, count in sorted(self.figures.counters.items()):
             bridge.add_metric([outcome], count)
         yield bridge
         yield GaugeMetricFamily(
             "tether_broker_connected",
             "1 if the bridge is connected to the broker",
-            value=1 if self.gateway.bridge.session.connected.is_set() else 0,
+            value=1 if self.figures.broker_connected else 0,
         )
-        figures = self.gateway.bridge.broker_figures.snapshot()["figures"]
+        figures = self.figures.broker["figures"]
         assert isinstance(figures, dict)
         for name, value in sorted(figures.items()):
             yield GaugeMetricFamily(
@@ -73,18 +73,12 @@ class _Snapshot(Collector):
         latency = HistogramMetricFamily(
             "tether_command_hop_seconds", "Latency of each command hop since start", labels=["hop"]
         )
-        for hop, histogram in self.gateway.bridge.latency.cumulative().items():
-            cumulative, buckets = 0, []
-            for bound, count in zip((*BOUNDS, float("inf")), histogram.counts, strict=True):
-                cumulative += count
-                buckets.append((_le(bound), cumulative))
-            latency.add_metric([hop], buckets, sum_value=histogram.total)
+        for hop, histogram in self.figures.hops.items():
+            buckets = [(_le(bound), count) for bound, count in histogram.buckets]
+            latency.add_metric([hop], buckets, sum_value=histogram.total_seconds)
         yield latency
-        hub = self.gateway.hub
         yield GaugeMetricFamily(
-            "tether_stream_clients",
-            "Live event stream subscribers",
-            value=hub.subscriber_count if hub else 0,
+            "tether_stream_clients", "Live event stream subscribers", value=self.live_subscribers
         )
 
 
@@ -92,7 +86,9 @@ async def metrics_endpoint(request: Request) -> Response:
     gateway = gateway_of(request)
     gateway.authenticate(request, Role.VIEWER)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Snapshot(await fleet_summary(gateway.bridge.store), gateway))
+    service = gateway.service
+    snapshot = _Snapshot(await service.fleet(), await service.figures(), service.live_subscribers)
+    registry.register(snapshot)
     return Response(generate_latest(registry), media_type=CONTENT_TYPE)
 
 

@@ -13,6 +13,7 @@ from starlette.requests import Request
 
 from tether.protocol import MAX_ARGS_BYTES, ProtocolError
 from tether.protocol.payloads import encode_json, loads_strict, validate_args, validate_command_name
+from tether.protocol.service import NewCommand
 from ui_gateway.errors import ApiError, bad_request, too_large
 
 MAX_IDEMPOTENCY_KEY = 200
@@ -45,6 +46,17 @@ class SendRequest:
     args: dict[str, Any]
     ttl: float | None
     idempotency_key: str | None
+
+    def command(self, command_id: str, device_id: str) -> NewCommand:
+        return NewCommand(
+            command_id,
+            device_id,
+            self.name,
+            self.args,
+            self.ttl,
+            self.idempotency_key,
+            self.request_hash,
+        )
 
     @property
     def request_hash(self) -> str:

@@ -1,22 +1,22 @@
-"""Serve the gateway with uvicorn: the bridge runs inside the app's lifespan."""
+"""Serve the gateway with uvicorn: the command service starts and stops with the app."""
 
 from __future__ import annotations
 
 import uvicorn
 
-from broker_bridge.bridge import Bridge, BridgeSettings
+from tether.protocol.service import CommandService
 from ui_gateway.app import create_app
 from ui_gateway.auth import TokenTable
 from ui_gateway.settings import GatewaySettings
 
 
 def uvicorn_config(
-    bridge_settings: BridgeSettings,
+    service: CommandService,
     tokens: TokenTable,
     settings: GatewaySettings,
     log_level: str = "info",
 ) -> uvicorn.Config:
-    app = create_app(Bridge(bridge_settings), tokens, settings)
+    app = create_app(service, tokens, settings)
     return uvicorn.Config(
         app,
         host=settings.host,

@@ -9,34 +9,26 @@ from collections.abc import AsyncIterator
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from broker_bridge.cursor import Cursor
-from broker_bridge.event_log import current_cursor
+from tether.protocol.service import Positioned, Reset, SubscriberTooSlow
 from ui_gateway.auth import Role
 from ui_gateway.context import gateway_of
-from ui_gateway.hub import SubscriberTooSlow
-from ui_gateway.stream import Positioned, Reset, event_stream
 
 
 async def events_endpoint(request: Request) -> Response:
     gateway = gateway_of(request)
     gateway.authenticate(request, Role.VIEWER, allow_query=True)
     text = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
-    cursor = Cursor.decode(text, gateway.bridge.store.shard_count) if text else None
+    cursor = gateway.service.decode_cursor(text) if text else None
     if cursor is None:
         # "From now" is the moment of connecting, fixed before the response starts: a client
         # that acts once the stream is open must see the events of what it does (as on /ws).
-        cursor = await current_cursor(gateway.bridge.store)
-    assert gateway.hub is not None
-    hub, settings = gateway.hub, gateway.settings
+        cursor = await gateway.service.current_cursor()
+    service, settings = gateway.service, gateway.settings
 
     async def frames() -> AsyncIterator[str]:
         yield f"retry: 2000\n: tether events, keep-alive every {settings.sse_keepalive:g} s\n\n"
-        stream = event_stream(
-            gateway.bridge.store,
-            hub,
-            cursor,
-            live_buffer=settings.client_queue,
-            page=settings.replay_page,
+        stream = service.events(
+            cursor, live_buffer=settings.client_queue, page=settings.replay_page
         )
         pending: asyncio.Task[Positioned | Reset] | None = None
         try:

@@ -19,18 +19,15 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from broker_bridge.cursor import Cursor, CursorError
-from broker_bridge.event_log import current_cursor
-from broker_bridge.store.records import command_id_of
 from tether.protocol import new_command_id, validate_device_id
+from tether.protocol.cursor import Cursor, CursorError
 from tether.protocol.payloads import loads_strict
+from tether.protocol.service import Positioned, Reset, SubscriberTooSlow, command_id_of
 from ui_gateway.auth import Principal, Role
 from ui_gateway.context import Gateway, gateway_of
 from ui_gateway.errors import ApiError, as_api_error, error_body, error_response
-from ui_gateway.hub import SubscriberTooSlow
 from ui_gateway.ordering import AcceptedFirst
 from ui_gateway.requests import parse_send
-from ui_gateway.stream import Reset, encode_event_message, event_stream
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +36,12 @@ CLOSE_TOO_SLOW = 1013
 
 class ClientTooSlow(Exception):
     pass
+
+
+def encode_event_message(item: Positioned) -> str:
+    """The WebSocket frame; the stored JSON of the data is spliced in, not re-encoded."""
+    event = item.event
+    return f'{{"type":"event","id":"{item.cursor}","kind":"{event.kind}","data":{event.data_json}}}'
 
 
 class Connection:
@@ -98,15 +101,10 @@ class Connection:
         while True:
             await self.websocket.send_text(await self.outbox.get())
 
-    async def streamer(self, cursor: Cursor | None) -> None:
-        gateway = self.gateway
-        assert gateway.hub is not None
-        async for item in event_stream(
-            gateway.bridge.store,
-            gateway.hub,
-            cursor,
-            live_buffer=gateway.settings.client_queue,
-            page=gateway.settings.replay_page,
+    async def streamer(self, cursor: Cursor) -> None:
+        settings = self.gateway.settings
+        async for item in self.gateway.service.events(
+            cursor, live_buffer=settings.client_queue, page=settings.replay_page
         ):
             if isinstance(item, Reset):
                 reset = json.dumps({"type": "reset", "reason": item.reason}, separators=(",", ":"))
@@ -166,14 +164,8 @@ class Connection:
                     validate_device_id(device_id)
                     assert isinstance(device_id, str)
                     request = parse_send(frame, frame.get("idempotency_key"))
-                    accepted = await self.gateway.bridge.asend(
-                        device_id,
-                        request.name,
-                        request.args,
-                        ttl=request.ttl,
-                        idempotency_key=request.idempotency_key,
-                        request_hash=request.request_hash,
-                        command_id=command_id,
+                    accepted = await self.gateway.service.send(
+                        request.command(command_id, device_id)
                     )
                 except Exception as exc:
                     self.post_error(ref, as_api_error(exc))
@@ -191,7 +183,7 @@ class Connection:
             return
         with self.replying(command_id):
             try:
-                record = await self.gateway.bridge.acancel(command_id)
+                record = await self.gateway.service.cancel(command_id)
             except Exception as exc:
                 self.post_error(ref, as_api_error(exc))
                 return
@@ -203,7 +195,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     try:
         principal = gateway.authenticate(websocket, Role.VIEWER, allow_query=True)
         text = websocket.query_params.get("last_event_id")
-        cursor = Cursor.decode(text, gateway.bridge.store.shard_count) if text else None
+        cursor = gateway.service.decode_cursor(text) if text else None
     except (ApiError, CursorError) as exc:
         error = as_api_error(exc)
         await websocket.send_denial_response(error_response(error))
@@ -212,7 +204,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     if cursor is None:
         # "From now" means from the moment of connecting, fixed before the first frame is read:
         # the events of commands this client sends at once must be in its stream.
-        cursor = await current_cursor(gateway.bridge.store)
+        cursor = await gateway.service.current_cursor()
     connection = Connection(websocket, gateway, principal)
     gateway.count("ws_connections")
     tasks = [

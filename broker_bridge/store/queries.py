@@ -9,8 +9,8 @@ from typing import Any
 
 from broker_bridge.latency import FINE_BOUNDS
 from broker_bridge.store.records import Record, command_record, device_record
-from broker_bridge.store.shard import StoredEvent
 from tether.protocol import PENDING_STATES
+from tether.protocol.service import StoredEvent
 
 _PENDING = tuple(s.value for s in PENDING_STATES)
 _PENDING_SQL = ",".join("?" * len(_PENDING))

@@ -43,15 +43,6 @@ def command_record_json(row: Mapping[str, Any] | sqlite3.Row) -> str:
     )
 
 
-def command_id_of(record_json: str) -> str | None:
-    """The id of a command record in JSON (:func:`command_record_json` writes it first), read
-    without decoding the record; None for anything else."""
-    if not record_json.startswith('{"id":"'):
-        return None
-    end = record_json.find('"', 7)
-    return record_json[7:end] if end > 7 else None
-
-
 def command_record(row: sqlite3.Row) -> Record:
     state = CommandState(row["state"])
     times = {"queued": row["queued_at"]}

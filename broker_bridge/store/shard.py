@@ -33,28 +33,12 @@ from typing import Any, Generic, TypeVar
 
 from broker_bridge.store.schema import migrate
 from tether.protocol import utc_now
+from tether.protocol.service import StoredEvent
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 SYNCHRONOUS_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")
-
-
-@dataclass(frozen=True, slots=True)
-class StoredEvent:
-    """One row of a shard's event log: what a client replays and follows live."""
-
-    shard: int
-    seq: int
-    kind: str  # "command" | "presence" | "device_event"
-    device_id: str | None
-    at: str
-    data_json: str  # kept as stored, so it is encoded once and sent as is
-
-    @property
-    def data(self) -> dict[str, Any]:
-        value: dict[str, Any] = json.loads(self.data_json)
-        return value
 
 
 class WriteTx:

@@ -16,10 +16,10 @@ from broker_bridge.store.shard import (
     Outcome,
     ShardReader,
     ShardWriter,
-    StoredEvent,
     WriterLoop,
     WriteTx,
 )
+from tether.protocol.service import ShardStatus, StoredEvent
 
 T = TypeVar("T")
 MANIFEST = "store.json"
@@ -43,6 +43,9 @@ class ShardResult(Generic[T]):
     def ok(self) -> bool:
         return self.error is None
 
+    def status(self) -> ShardStatus:
+        return ShardStatus(self.shard, self.error)
+
 
 def read_manifest(data_dir: Path) -> dict[str, Any] | None:
     path = data_dir / MANIFEST
@@ -57,6 +60,68 @@ def _write_manifest(data_dir: Path, shard_count: int) -> None:
     tmp = data_dir / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps({"format": FORMAT, "shards": shard_count, "hash": HASH_NAME}))
     os.replace(tmp, data_dir / MANIFEST)
+
+
+class StoreReader:
+    """Read-only access to every shard of a store: what any process may open, next to the one
+    process that writes each shard (SQLite's WAL lets readers and a writer work at once)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        manifest = read_manifest(data_dir)
+        if manifest is None:
+            raise StoreConfigError(f"no store in {data_dir} (no {MANIFEST})")
+        self.data_dir = data_dir
+        self.shard_count = _shard_count(data_dir, manifest, None)
+        self.readers = [ShardReader(shard_path(data_dir, i)) for i in range(self.shard_count)]
+        self._read_pool = ThreadPoolExecutor(
+            max_workers=max(2, self.shard_count), thread_name_prefix="shard-read"
+        )
+
+    def shard_of(self, device_id: str) -> int:
+        return shard_for(device_id, self.shard_count)
+
+    def read(self, shard: int, fn: Callable[[Any], T]) -> Future[T]:
+        reader = self.readers[shard]
+        return self._read_pool.submit(lambda: fn(reader.conn()))
+
+    async def aread(self, shard: int, fn: Callable[[Any], T]) -> T:
+        return await asyncio.wrap_future(self.read(shard, fn))
+
+    async def aread_device(self, device_id: str, fn: Callable[[Any], T]) -> T:
+        return await self.aread(self.shard_of(device_id), fn)
+
+    async def fan_out(self, fn: Callable[[Any], T]) -> list[ShardResult[T]]:
+        """Run ``fn(conn)`` on every shard concurrently; a failing shard is reported, not hidden."""
+        futures = [asyncio.wrap_future(self.read(i, fn)) for i in range(self.shard_count)]
+        results: list[ShardResult[T]] = []
+        for shard, outcome in enumerate(await asyncio.gather(*futures, return_exceptions=True)):
+            if isinstance(outcome, BaseException):
+                results.append(ShardResult(shard, error=f"{type(outcome).__name__}: {outcome}"))
+            else:
+                results.append(ShardResult(shard, value=outcome))
+        return results
+
+    def close(self) -> None:
+        self._read_pool.shutdown(wait=True)
+        for reader in self.readers:
+            reader.close()
+
+
+def shard_path(data_dir: Path, shard: int) -> Path:
+    return data_dir / f"shard-{shard:03d}.sqlite3"
+
+
+def _shard_count(data_dir: Path, manifest: dict[str, Any], asked: int | None) -> int:
+    if manifest.get("format") != FORMAT or manifest.get("hash") != HASH_NAME:
+        raise StoreConfigError(f"{data_dir / MANIFEST}: unknown store format {manifest}")
+    count = int(manifest["shards"])
+    if asked is not None and asked != count:
+        raise StoreConfigError(
+            f"the store in {data_dir} was created with {count} shards; opening it with "
+            f"{asked} would put devices in the wrong shard. Use --shards {count} "
+            "(or a new data directory)."
+        )
+    return count
 
 
 class ShardedStore:
@@ -81,15 +146,7 @@ class ShardedStore:
                 raise StoreConfigError("a store needs at least one shard")
             _write_manifest(data_dir, count)
         else:
-            if manifest.get("format") != FORMAT or manifest.get("hash") != HASH_NAME:
-                raise StoreConfigError(f"{data_dir / MANIFEST}: unknown store format {manifest}")
-            count = int(manifest["shards"])
-            if shard_count is not None and shard_count != count:
-                raise StoreConfigError(
-                    f"the store in {data_dir} was created with {count} shards; opening it with "
-                    f"{shard_count} would put devices in the wrong shard. Use --shards {count} "
-                    "(or a new data directory)."
-                )
+            count = _shard_count(data_dir, manifest, shard_count)
         self.data_dir = data_dir
         self.shard_count = count
         self._listeners: list[Callable[[list[StoredEvent]], None]] = []
@@ -106,13 +163,10 @@ class ShardedStore:
             )
             for i in range(count)
         ]
-        self.readers = [ShardReader(self.shard_path(i)) for i in range(count)]
-        self._read_pool = ThreadPoolExecutor(
-            max_workers=max(2, count), thread_name_prefix="shard-read"
-        )
+        self.reader = StoreReader(data_dir)
 
     def shard_path(self, shard: int) -> Path:
-        return self.data_dir / f"shard-{shard:03d}.sqlite3"
+        return shard_path(self.data_dir, shard)
 
     def shard_of(self, device_id: str) -> int:
         return shard_for(device_id, self.shard_count)
@@ -151,30 +205,19 @@ class ShardedStore:
     # reads
 
     def read(self, shard: int, fn: Callable[[Any], T]) -> Future[T]:
-        reader = self.readers[shard]
-        return self._read_pool.submit(lambda: fn(reader.conn()))
+        return self.reader.read(shard, fn)
 
     async def aread(self, shard: int, fn: Callable[[Any], T]) -> T:
-        return await asyncio.wrap_future(self.read(shard, fn))
+        return await self.reader.aread(shard, fn)
 
     async def aread_device(self, device_id: str, fn: Callable[[Any], T]) -> T:
-        return await self.aread(self.shard_of(device_id), fn)
+        return await self.reader.aread_device(device_id, fn)
 
     async def fan_out(self, fn: Callable[[Any], T]) -> list[ShardResult[T]]:
-        """Run ``fn(conn)`` on every shard concurrently; a failing shard is reported, not hidden."""
-        futures = [asyncio.wrap_future(self.read(i, fn)) for i in range(self.shard_count)]
-        results: list[ShardResult[T]] = []
-        for shard, outcome in enumerate(await asyncio.gather(*futures, return_exceptions=True)):
-            if isinstance(outcome, BaseException):
-                results.append(ShardResult(shard, error=f"{type(outcome).__name__}: {outcome}"))
-            else:
-                results.append(ShardResult(shard, value=outcome))
-        return results
+        return await self.reader.fan_out(fn)
 
     def close(self) -> None:
         self._writes.close()
         for writer in self.writers:
             writer.close()
-        self._read_pool.shutdown(wait=True)
-        for reader in self.readers:
-            reader.close()
+        self.reader.close()

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import httpx
 import uvicorn
 
-from broker_bridge.bridge import BridgeSettings
+from broker_bridge.bridge import Bridge, BridgeSettings
+from broker_bridge.service import BridgeService
 from mosquitto.process import free_port
 from ui_gateway.auth import Role, TokenTable
 from ui_gateway.server import uvicorn_config
@@ -51,6 +52,13 @@ class RunningGateway:
     def app_gateway(self):  # type: ignore[no-untyped-def]
         return self.server.config.loaded_app.app.state.gateway  # type: ignore[union-attr]
 
+    @property
+    def bridge(self) -> Bridge:
+        """The bridge inside this gateway's command service (for tests that reach in)."""
+        service = self.app_gateway.service
+        assert isinstance(service, BridgeService)
+        return service.bridge
+
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(20)
@@ -59,7 +67,8 @@ class RunningGateway:
 def start_gateway(bridge_settings: BridgeSettings, **overrides: object) -> RunningGateway:
     port = free_port()
     settings = GatewaySettings(port=port, **overrides)  # type: ignore[arg-type]
-    config = uvicorn_config(bridge_settings, token_table(), settings, log_level="warning")
+    service = BridgeService(Bridge(bridge_settings))
+    config = uvicorn_config(service, token_table(), settings, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
     thread.start()

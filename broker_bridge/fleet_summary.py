@@ -7,17 +7,14 @@ from functools import partial
 from typing import Any
 
 from broker_bridge.store.queries import fleet_counts
-from broker_bridge.store.sharded import ShardedStore
+from broker_bridge.store.sharded import StoreReader
 from tether.protocol import format_time
-from ui_gateway.context import Gateway
 
 TOP = 5
 
 
-async def fleet_summary(
-    store: ShardedStore, extras: dict[str, Any] | None = None, failures_window: float = 3600
-) -> dict[str, Any]:
-    """Counts from every shard (a failing shard is named), plus ``extras`` from the bridge."""
+async def fleet_summary(store: StoreReader, failures_window: float = 3600) -> dict[str, Any]:
+    """Counts from every shard (a failing shard is named)."""
     since = format_time(datetime.now(UTC) - timedelta(seconds=failures_window))
     results = await store.fan_out(partial(fleet_counts, since=since, top=TOP))
     total = online = pending = 0
@@ -29,7 +26,7 @@ async def fleet_summary(
     waits: list[tuple[str, float, int]] = []
     for result in results:
         if not result.ok or result.value is None:
-            shards.append({"shard": result.shard, "ok": False, "error": result.error})
+            shards.append(result.status().as_json())
             continue
         value = result.value
         total += value["devices"]
@@ -41,7 +38,7 @@ async def fleet_summary(
         by_failures += value["by_failures"]
         slowest += value["slowest"]
         waits += value["waits"]
-        shards.append({"shard": result.shard, "ok": True})
+        shards.append(result.status().as_json())
     return {
         "devices": {"total": total, "online": online, "offline": total - online},
         "pending": pending,
@@ -71,18 +68,4 @@ async def fleet_summary(
         ],
         "failures_window_seconds": failures_window,
         "shards": shards,
-        **(extras or {}),
-    }
-
-
-def bridge_figures(gateway: Gateway) -> dict[str, Any]:
-    """What the bridge knows in memory: hop latencies, states per minute, the broker's $SYS."""
-    bridge = gateway.bridge
-    return {
-        **bridge.latency.summary(),
-        "broker": {
-            "connected": bridge.session.connected.is_set(),
-            **bridge.broker_figures.snapshot(),
-        },
-        "bridge": dict(bridge.stats),
     }

@@ -13,10 +13,10 @@ from typing import Any
 
 from broker_bridge.latency import FINE_BOUNDS, Histogram
 from broker_bridge.store.queries import HISTORY_HOPS, ShardHistory, shard_history
-from broker_bridge.store.sharded import ShardedStore
+from broker_bridge.store.sharded import StoreReader
 from tether.protocol import format_time
+from tether.protocol.service import HISTORY_RANGES as RANGES
 
-RANGES: dict[str, int] = {"15m": 15 * 60, "1h": 3600, "6h": 6 * 3600}
 STEP_SECONDS = 60
 
 
@@ -85,7 +85,7 @@ def merge_history(parts: list[ShardHistory], now: datetime, range_seconds: int) 
 
 
 async def fleet_history(
-    store: ShardedStore, range_name: str, now: datetime | None = None
+    store: StoreReader, range_name: str, now: datetime | None = None
 ) -> dict[str, Any]:
     """The history of the last ``range_name`` (a key of :data:`RANGES`) from every shard; a
     shard that cannot be read is named and left out."""
@@ -94,12 +94,7 @@ async def fleet_history(
     since = datetime.fromtimestamp(_minutes(now, range_seconds)[0], UTC)
     results = await store.fan_out(partial(shard_history, since=format_time(since)))
     parts = [r.value for r in results if r.ok and r.value is not None]
-    shards = [
-        {"shard": r.shard, "ok": True}
-        if r.ok
-        else {"shard": r.shard, "ok": False, "error": r.error}
-        for r in results
-    ]
+    shards = [r.status().as_json() for r in results]
     return {
         "range": range_name,
         "range_seconds": range_seconds,

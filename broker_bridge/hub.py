@@ -11,11 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-from broker_bridge.store.shard import StoredEvent
-
-
-class SubscriberTooSlow(Exception):
-    pass
+from tether.protocol.service import StoredEvent, SubscriberTooSlow
 
 
 class Subscription:

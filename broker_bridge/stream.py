@@ -9,36 +9,18 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
 
-from broker_bridge.cursor import Cursor, MovingCursor
-from broker_bridge.event_log import current_cursor, read_after
-from broker_bridge.store.shard import StoredEvent
-from broker_bridge.store.sharded import ShardedStore
-from ui_gateway.hub import EventHub, Subscription
-
-
-@dataclass(frozen=True, slots=True)
-class Reset:
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Positioned:
-    cursor: str
-    event: StoredEvent
-
-
-def encode_event_message(item: Positioned) -> str:
-    """The WebSocket frame; the stored JSON of the data is spliced in, not re-encoded."""
-    event = item.event
-    return f'{{"type":"event","id":"{item.cursor}","kind":"{event.kind}","data":{event.data_json}}}'
+from broker_bridge.event_log import read_after
+from broker_bridge.hub import EventHub, Subscription
+from broker_bridge.store.sharded import StoreReader
+from tether.protocol.cursor import Cursor, MovingCursor
+from tether.protocol.service import Positioned, Reset
 
 
 async def event_stream(
-    store: ShardedStore, hub: EventHub, cursor: Cursor | None, *, live_buffer: int, page: int = 1000
+    store: StoreReader, hub: EventHub, cursor: Cursor, *, live_buffer: int, page: int = 1000
 ) -> AsyncGenerator[Positioned | Reset, None]:
-    position = cursor if cursor is not None else await current_cursor(store)
+    position = cursor
     subscription: Subscription | None = None
     try:
         for phase in ("catch-up", "seam"):
