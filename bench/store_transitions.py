@@ -95,8 +95,8 @@ def run(
                 )
 
         accept_s = bounded(accepts(), window, drain)
-        batches0 = sum(w.batches for w in store.writers)
-        jobs0 = sum(w.jobs for w in store.writers)
+        batches0 = sum(w.batches for w in store.writers.values())
+        jobs0 = sum(w.jobs for w in store.writers.values())
 
         def transitions() -> Any:
             for target in (S.SENT, S.DELIVERED, S.SUCCEEDED):
@@ -121,8 +121,8 @@ def run(
         meter.start()
         trans_s = bounded(transitions(), window, drain)
         cpu = meter.stop()
-        batches = sum(w.batches for w in store.writers) - batches0
-        njobs = sum(w.jobs for w in store.writers) - jobs0
+        batches = sum(w.batches for w in store.writers.values()) - batches0
+        njobs = sum(w.jobs for w in store.writers.values()) - jobs0
         # One lone transition at a time: the commit (and fsync) latency each hop pays.
         lone_ids = [(new_command_id(), ids[i % devices]) for i in range(200)]
         for cid, dev in lone_ids:

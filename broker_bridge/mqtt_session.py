@@ -31,6 +31,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from tether.netutil import set_tcp_nodelay
 from tether.paho_tuning import share_property_tables
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 
 WEEK = 7 * 24 * 3600
 _MISC_INTERVAL = 1.0  # keepalive pings and timeouts: paho's loop_misc, at least this often
+_SUBSCRIBE_BATCH = 500  # topic filters per SUBSCRIBE packet
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,11 +68,15 @@ class MqttSession:
         on_message: Callable[[mqtt.MQTTMessage], None],
         on_connected: Callable[[bool], None] = lambda session_present: None,
         work: Callable[[], bool] = lambda: False,
+        will: tuple[str, bytes] | None = None,
     ) -> None:
         """``work``: called between network reads on the session's thread; returns whether it
-        did anything (then the thread looks for more before it waits)."""
+        did anything (then the thread looks for more before it waits). ``will``: a retained
+        (topic, payload) the broker publishes if this session dies without a DISCONNECT."""
         self.settings = settings
-        self._subscriptions = subscriptions
+        self._subscriptions: dict[str, SubscribeOptions] = {
+            topic: SubscribeOptions(qos=qos) for topic, qos in subscriptions
+        }
         self._on_message = on_message
         self._on_connected = on_connected
         self.work = work
@@ -99,6 +105,8 @@ class MqttSession:
             manual_ack=True,
         )
         client.username_pw_set(settings.username, settings.password)
+        if will is not None:
+            client.will_set(will[0], will[1], qos=1, retain=True)
         client.max_inflight_messages_set(settings.max_inflight)
         client.max_queued_messages_set(0)
         client.on_socket_open = self._socket_opened
@@ -164,6 +172,7 @@ class MqttSession:
         then: Callable[[BaseException | None], None],
         *,
         retain: bool = False,
+        qos: int = 1,
     ) -> None:
         """Queue a QoS 1 publish; ``then(None)`` runs on the broker's PUBACK (maybe after a
         reconnect: paho keeps unacknowledged messages and sends them again), ``then(error)`` if
@@ -171,9 +180,12 @@ class MqttSession:
         # Never hold our lock while calling into paho: paho calls on_publish holding its own
         # mutex, and on_publish takes our lock. A PUBACK may beat the registration below, so
         # on_publish parks early ones in _early_acks.
-        info = self._client.publish(topic, payload, qos=1, retain=retain, properties=properties)
+        info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             then(ConnectionError(mqtt.error_string(info.rc)))
+            return
+        if qos == 0:
+            then(None)
             return
         with self._lock:
             early = self._early_acks.pop(info.mid, None)
@@ -181,6 +193,24 @@ class MqttSession:
                 self._publishes[info.mid] = then
         if early is not None:
             _settle(then, early)
+
+    def subscribe(self, filters: list[tuple[str, SubscribeOptions]]) -> None:
+        """Add subscriptions; kept, and made again on every connect (any thread may call)."""
+        with self._lock:
+            self._subscriptions.update(filters)
+        if self.connected.is_set():
+            self._send_subscribe(filters)
+
+    def unsubscribe(self, topics: list[str]) -> None:
+        with self._lock:
+            for topic in topics:
+                self._subscriptions.pop(topic, None)
+        if self.connected.is_set() and topics:
+            self._client.unsubscribe(topics)
+
+    def _send_subscribe(self, filters: list[tuple[str, SubscribeOptions]]) -> None:
+        for start in range(0, len(filters), _SUBSCRIBE_BATCH):
+            self._client.subscribe(filters[start : start + _SUBSCRIBE_BATCH])
 
     def ack(self, message: mqtt.MQTTMessage) -> None:
         """PUBACK an incoming message: call once what it carried is safely stored."""
@@ -298,8 +328,9 @@ class MqttSession:
             return
         session_present = bool(getattr(flags, "session_present", False))
         log.info("bridge connected (session present: %s)", session_present)
-        if self._subscriptions:
-            client.subscribe([(topic, qos) for topic, qos in self._subscriptions])
+        with self._lock:
+            filters = list(self._subscriptions.items())
+        self._send_subscribe(filters)
         self.connected.set()
         self._on_connected(session_present)
 

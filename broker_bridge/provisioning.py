@@ -35,9 +35,13 @@ class Provisioner:
         prefix: str,
         *,
         clear_status: Callable[[str], None] = lambda device_id: None,
+        watch: Callable[[str], None] = lambda device_id: None,
     ) -> None:
+        """``watch``: called with a new device's id before its credentials are returned, so its
+        reports reach this owner from its first connect."""
         self.store = store
         self._clear_status = clear_status
+        self._watch = watch
         self._admin_args = (host, port, username, password)
         self._prefix = prefix
         self._admin: DynsecAdmin | None = None
@@ -89,6 +93,7 @@ class Provisioner:
                 if isinstance(exc, StoreUnavailable):
                     raise Unavailable(str(exc)) from exc
                 raise
+        self._watch(device_id)
         return record, password
 
     def rotate(self, device_id: str) -> tuple[Record, str]:

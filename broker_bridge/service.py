@@ -92,7 +92,7 @@ class BridgeService(StoreReads):
         return Figures(
             broker_connected=bridge.session.connected.is_set(),
             broker=bridge.broker_figures.snapshot(),
-            counters=dict(bridge.stats),
+            counters=bridge.stats.snapshot(),
             latency=bridge.latency.summary(),
             hops=hop_histograms(bridge.latency),
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import random
 import shutil
 import signal
 import socket
@@ -47,7 +48,21 @@ def find_mosquitto() -> str:
     raise BrokerConfigError(INSTALL_HINT)
 
 
+_LISTEN_PORTS = range(20000, 32000)  # below Linux's ephemeral range (32768-60999)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on, outside the range the kernel hands to outgoing
+    connections: a port from ``bind(0)`` can be taken by any client's connect before the
+    server binds it, which under load (many tests at once) made servers fail to start."""
+    for _ in range(200):
+        port = random.choice(_LISTEN_PORTS)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from broker_bridge.errors import Unavailable
 from broker_bridge.sharding import HASH_NAME, shard_for
 from broker_bridge.store.shard import (
     Outcome,
@@ -25,10 +26,15 @@ T = TypeVar("T")
 MANIFEST = "store.json"
 FORMAT = 1
 DEFAULT_SHARDS = 8
+DEFAULT_GROUPS = 2  # shard groups: each owned by one bridge worker at a time
 
 
 class StoreConfigError(RuntimeError):
     """The store on disk does not match what was asked for (shard count, format, hash)."""
+
+
+class NotOwner(Unavailable):
+    """A write for a shard this process does not own (another worker writes it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,11 +61,41 @@ def read_manifest(data_dir: Path) -> dict[str, Any] | None:
     return manifest
 
 
-def _write_manifest(data_dir: Path, shard_count: int) -> None:
+def _write_manifest(data_dir: Path, shard_count: int, groups: int) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
-    tmp = data_dir / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps({"format": FORMAT, "shards": shard_count, "hash": HASH_NAME}))
+    tmp = data_dir / f"{MANIFEST}.{os.getpid()}.tmp"
+    layout = {"format": FORMAT, "shards": shard_count, "hash": HASH_NAME, "groups": groups}
+    tmp.write_text(json.dumps(layout))
     os.replace(tmp, data_dir / MANIFEST)
+
+
+def open_layout(
+    data_dir: Path, shard_count: int | None = None, groups: int | None = None
+) -> tuple[int, int]:
+    """The store's shard count and shard groups: created with a new store, fixed after
+    (a store from before groups gets the default, written back)."""
+    manifest = read_manifest(data_dir)
+    if manifest is None:
+        count = shard_count or DEFAULT_SHARDS
+        if count < 1:
+            raise StoreConfigError("a store needs at least one shard")
+        chosen = min(groups or DEFAULT_GROUPS, count)
+        if chosen < 1:
+            raise StoreConfigError("a store needs at least one shard group")
+        _write_manifest(data_dir, count, chosen)
+        return count, chosen
+    count = _shard_count(data_dir, manifest, shard_count)
+    stored = manifest.get("groups")
+    if stored is None:
+        stored = min(groups or DEFAULT_GROUPS, count)
+        _write_manifest(data_dir, count, stored)
+    if groups is not None and groups != stored:
+        raise StoreConfigError(
+            f"the store in {data_dir} has {stored} shard groups, not {groups}: the groups' "
+            "broker sessions hold their devices' subscriptions. Use --groups "
+            f"{stored} (or a new data directory)."
+        )
+    return count, int(stored)
 
 
 class StoreReader:
@@ -67,11 +103,10 @@ class StoreReader:
     process that writes each shard (SQLite's WAL lets readers and a writer work at once)."""
 
     def __init__(self, data_dir: Path) -> None:
-        manifest = read_manifest(data_dir)
-        if manifest is None:
+        if read_manifest(data_dir) is None:
             raise StoreConfigError(f"no store in {data_dir} (no {MANIFEST})")
         self.data_dir = data_dir
-        self.shard_count = _shard_count(data_dir, manifest, None)
+        self.shard_count, self.groups = open_layout(data_dir)
         self.readers = [ShardReader(shard_path(data_dir, i)) for i in range(self.shard_count)]
         self._read_pool = ThreadPoolExecutor(
             max_workers=max(2, self.shard_count), thread_name_prefix="shard-read"
@@ -135,34 +170,33 @@ class ShardedStore:
         synchronous: str = "FULL",
         on_commit: Callable[[list[StoredEvent]], None] | None = None,
         wake: Callable[[], None] | None = None,
+        groups: int | None = None,
+        owned: Iterable[int] | None = None,
     ) -> None:
         """Every shard commits on one thread (see :class:`WriterLoop`): the store's own, or,
         given ``wake``, the caller's: ``wake`` is called when writes wait, and that thread runs
-        :meth:`drain_writes`."""
-        manifest = read_manifest(data_dir)
-        if manifest is None:
-            count = shard_count or DEFAULT_SHARDS
-            if count < 1:
-                raise StoreConfigError("a store needs at least one shard")
-            _write_manifest(data_dir, count)
-        else:
-            count = _shard_count(data_dir, manifest, shard_count)
+        :meth:`drain_writes`. ``owned``: the shards this process writes (all if None); only
+        their files are opened for writing."""
+        count, self.groups = open_layout(data_dir, shard_count, groups)
         self.data_dir = data_dir
         self.shard_count = count
+        self.owned = tuple(sorted(set(range(count) if owned is None else owned)))
+        if not set(self.owned) <= set(range(count)):
+            raise StoreConfigError(f"shards {self.owned} are not all in 0..{count - 1}")
         self._listeners: list[Callable[[list[StoredEvent]], None]] = []
         if on_commit is not None:
             self._listeners.append(on_commit)
         self._writes = WriterLoop(wake=wake)
-        self.writers = [
-            ShardWriter(
+        self.writers = {
+            i: ShardWriter(
                 self.shard_path(i),
                 i,
                 synchronous=synchronous,
                 on_commit=self._announce,
                 loop=self._writes,
             )
-            for i in range(count)
-        ]
+            for i in self.owned
+        }
         self.reader = StoreReader(data_dir)
 
     def shard_path(self, shard: int) -> Path:
@@ -181,20 +215,26 @@ class ShardedStore:
 
     # writes
 
+    def writer(self, shard: int) -> ShardWriter:
+        try:
+            return self.writers[shard]
+        except KeyError:
+            raise NotOwner(f"shard {shard} is written by another worker") from None
+
     def write(self, device_id: str, fn: Callable[[WriteTx], T]) -> Future[T]:
-        return self.writers[self.shard_of(device_id)].submit(fn)
+        return self.writer(self.shard_of(device_id)).submit(fn)
 
     def write_then(self, device_id: str, fn: Callable[[WriteTx], Any], then: Outcome) -> None:
         """Like :meth:`write`, without a future: ``then(value, error)`` runs on the committing
         thread once the change is committed (or refused)."""
-        self.writers[self.shard_of(device_id)].submit_then(fn, then)
+        self.writer(self.shard_of(device_id)).submit_then(fn, then)
 
     def drain_writes(self) -> bool:
         """With ``wake``: commit what waits now (on this thread); False if nothing did."""
         return self._writes.drain()
 
     def write_shard(self, shard: int, fn: Callable[[WriteTx], T]) -> Future[T]:
-        return self.writers[shard].submit(fn)
+        return self.writer(shard).submit(fn)
 
     async def awrite(self, device_id: str, fn: Callable[[WriteTx], T]) -> T:
         return await asyncio.wrap_future(self.write(device_id, fn))
@@ -218,6 +258,6 @@ class ShardedStore:
 
     def close(self) -> None:
         self._writes.close()
-        for writer in self.writers:
+        for writer in self.writers.values():
             writer.close()
         self.reader.close()

@@ -23,6 +23,7 @@ def bridge_settings(
         ),
         policy=policy or DeliveryPolicy(),
         shards=kw.pop("shards", 4),
+        groups=kw.pop("groups", 1),
         **kw,
     )
 

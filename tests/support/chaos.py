@@ -700,7 +700,7 @@ def _ack_gate(spec: dict[str, Any]) -> None:
             if not self.armed:
                 self.armed = True
                 # The I/O thread is also the thread that commits, so swapping is safe here.
-                for writer in self.store.writers:
+                for writer in self.store.writers.values():
                     ro = sqlite3.connect(
                         f"file:{writer.path}?mode=ro",
                         uri=True,
