@@ -49,9 +49,10 @@ class EventHub:
 
     def announce_threadsafe(self, events: list[StoredEvent]) -> None:
         """Called on the store's committing thread after a commit."""
-        self._loop.call_soon_threadsafe(self._dispatch, events)
+        self._loop.call_soon_threadsafe(self.dispatch, events)
 
-    def _dispatch(self, events: list[StoredEvent]) -> None:
+    def dispatch(self, events: list[StoredEvent]) -> None:
+        """On the event loop."""
         for subscription in tuple(self._subscribers):
             for event in events:
                 subscription.offer(event)

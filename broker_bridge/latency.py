@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from tether.protocol.service import HopHistogram
+
 HOPS = ("accepted_to_sent", "sent_to_delivered", "delivered_to_final", "end_to_end")
 # Upper bounds in seconds: 0.5 ms to 10 min, three per decade.
 BOUNDS: tuple[float, ...] = (
@@ -228,3 +230,15 @@ def hops_of(state: str, times: dict[str, str]) -> dict[str, float]:
         if (queued := at("queued")) is not None:
             hops["end_to_end"] = now - queued
     return {hop: max(0.0, seconds) for hop, seconds in hops.items()}
+
+
+def hop_histograms(latency: LatencyWindow) -> dict[str, HopHistogram]:
+    """Each hop's latency since start, cumulative per bound (the Prometheus form)."""
+    out = {}
+    for hop, histogram in latency.cumulative().items():
+        running, buckets = 0, []
+        for bound, count in zip((*BOUNDS, float("inf")), histogram.counts, strict=True):
+            running += count
+            buckets.append((bound, running))
+        out[hop] = HopHistogram(buckets, histogram.total)
+    return out

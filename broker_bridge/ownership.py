@@ -61,6 +61,22 @@ class GroupLease:
         self._fd = fd
         return True
 
+    def is_free(self) -> bool:
+        """Whether nobody holds the lease right now (checked by taking and dropping it)."""
+        if self._fd is not None:
+            return False
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        finally:
+            os.close(fd)  # closing drops the lock if it was taken
+        return True
+
     def release(self) -> None:
         if self._fd is not None:
             with contextlib.suppress(OSError):

@@ -12,7 +12,7 @@ from collections.abc import AsyncGenerator
 from broker_bridge.bridge import Bridge
 from broker_bridge.errors import Unavailable
 from broker_bridge.hub import EventHub
-from broker_bridge.latency import BOUNDS, LatencyWindow
+from broker_bridge.latency import hop_histograms
 from broker_bridge.reads import StoreReads
 from broker_bridge.store import jobs
 from broker_bridge.store.shard import StoreUnavailable
@@ -22,24 +22,11 @@ from tether.protocol.service import (
     Accepted,
     Figures,
     Health,
-    HopHistogram,
     NewCommand,
     Positioned,
     Record,
     Reset,
 )
-
-
-def hop_histograms(latency: LatencyWindow) -> dict[str, HopHistogram]:
-    """Each hop's latency since start, cumulative per bound (the Prometheus form)."""
-    out = {}
-    for hop, histogram in latency.cumulative().items():
-        running, buckets = 0, []
-        for bound, count in zip((*BOUNDS, float("inf")), histogram.counts, strict=True):
-            running += count
-            buckets.append((bound, running))
-        out[hop] = HopHistogram(buckets, histogram.total)
-    return out
 
 
 class BridgeService(StoreReads):

@@ -243,6 +243,12 @@ def accept_command(tx: WriteTx, new: NewCommand, now: datetime, policy: Delivery
             if earlier["request_hash"] != new.request_hash:
                 raise Conflict("this Idempotency-Key was used with a different request")
             return Accepted(command_record_json(earlier), created=False)
+    # The same command again (a gateway retrying a request whose answer it lost): one command.
+    same = conn.execute("SELECT * FROM commands WHERE id = ?", (new.id,)).fetchone()
+    if same is not None:
+        if (same["device_id"], same["name"]) != (new.device_id, new.name):
+            raise Conflict(f"command id {new.id!r} is taken by another command")
+        return Accepted(command_record_json(same), created=False)
     if device["pending"] >= policy.pending_limit:
         raise QueueFull(
             f"device {new.device_id!r} has {device['pending']} pending commands "
