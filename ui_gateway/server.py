@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import uvicorn
 
 from tether.protocol.service import CommandService
@@ -30,3 +32,17 @@ def uvicorn_config(
         access_log=False,
         timeout_graceful_shutdown=5,
     )
+
+
+def shared_socket(host: str, port: int) -> socket.socket:
+    """A listening socket several gateway processes can each bind (``SO_REUSEPORT``): the
+    kernel spreads new connections among them, and a gateway that dies leaves the others
+    serving."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
