@@ -348,7 +348,7 @@ class Gateway:
         argv = [
             sys.executable,
             "-m",
-            "tether.cli",
+            "tether_cli",
             "gateway",
             "--data-dir",
             str(self.work),
@@ -404,7 +404,7 @@ class Gateway:
         return None
 
     def provision_rest(self, ids: list[str], path: Path, workers: int = 8) -> float:
-        from tether.fleet import provision_fleet
+        from tether_cli.fleet import provision_fleet
 
         t0 = time.monotonic()
         with self.api(timeout=120) as api:
@@ -447,7 +447,7 @@ class Simulator:
         self.argv = [
             sys.executable,
             "-m",
-            "tether.cli",
+            "tether_cli",
             "simulate",
             str(count),
             "--credentials",

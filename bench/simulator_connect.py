@@ -194,7 +194,7 @@ def main() -> int:
             [
                 sys.executable,
                 "-m",
-                "tether.cli",
+                "tether_cli",
                 "simulate",
                 str(args.devices),
                 "--credentials",

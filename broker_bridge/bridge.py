@@ -38,6 +38,7 @@ from broker_bridge.store.sharded import ShardedStore
 from broker_bridge.sys_stats import SUBSCRIPTION as SYS_SUBSCRIPTION
 from broker_bridge.sys_stats import BrokerFigures
 from tether.protocol import (
+    DEFAULT_PREFIX,
     CancelNotice,
     Channel,
     CommandMessage,
@@ -51,6 +52,7 @@ from tether.protocol import (
     new_command_id,
     parse_time,
 )
+from tether.settings import setting
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -60,11 +62,19 @@ T = TypeVar("T")
 class BridgeSettings:
     data_dir: Path
     mqtt: SessionSettings
-    prefix: str = "tether"
-    shards: int | None = None  # None: from the store's manifest, or 8 for a new store
-    synchronous: str = "FULL"
+    prefix: str = setting(DEFAULT_PREFIX, help="topic prefix")
+    # None: from the store's manifest, or 8 for a new store
+    shards: int | None = setting(
+        None,
+        default_text="8",
+        help="shard count of a new store; an existing store keeps its own",
+    )
+    # OFF is left out on purpose: a crash could lose an accepted command
+    synchronous: str = setting(
+        "FULL", choices=("NORMAL", "FULL", "EXTRA"), help="SQLite synchronous level"
+    )
     policy: DeliveryPolicy = field(default_factory=DeliveryPolicy)
-    sweep_interval: float = 1.0
+    sweep_interval: float = setting(1.0, help="seconds between delivery-policy sweeps")
     event_retention: int = 100_000  # events kept per shard
     store_retry_delay: float = 1.0  # wait before retrying an incoming message the store refused
 

@@ -7,7 +7,7 @@ from paho.mqtt.exception import MQTTException
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from tether.paho_tuning import share_property_tables
+from tether_cli.paho_tuning import share_property_tables
 
 
 def _publish_properties() -> Properties:

@@ -558,7 +558,7 @@ class PipedGateway(GatewayProcess):
 
     def start(self, timeout: float = 30) -> None:
         argv = [
-            sys.executable, "-m", "tether.cli", "gateway",
+            sys.executable, "-m", "tether_cli", "gateway",
             f"--data-dir={self.data_dir}",
             f"--mqtt-port={self.broker.port}",
             f"--mqtt-username={self.broker.admin_username}",
@@ -637,7 +637,7 @@ class DeviceProcess:
         self.device_id = creds.device_id
         self.marker = directory / "runs.txt"
         self.argv = [
-            sys.executable, "-m", "tether.cli", "device",
+            sys.executable, "-m", "tether_cli", "device",
             "--id", creds.device_id,
             "--broker", f"{broker.host}:{broker.port}",
             "--journal", str(directory / "journal.sqlite3"),

@@ -23,7 +23,7 @@ def tether_cli(command: str, broker: BrokerHandle, data_dir: Path, *extra: str) 
     """``tether <command>`` (``bridge`` or ``gateway``) over ``data_dir``, logged in to the
     test's broker as the bridge."""
     return [
-        sys.executable, "-m", "tether.cli", command,
+        sys.executable, "-m", "tether_cli", command,
         f"--data-dir={data_dir}",
         f"--mqtt-port={broker.port}",
         f"--mqtt-username={broker.admin_username}",
