@@ -38,6 +38,10 @@ from devices.provision import DeviceCredentials, save_credentials  # noqa: E402
 from mosquitto import dynsec  # noqa: E402
 from mosquitto.config import BrokerSettings, render_broker_files  # noqa: E402
 from mosquitto.process import MosquittoProcess, die_with_parent, free_port  # noqa: E402
+from tether_cli.paho_tuning import share_property_tables  # noqa: E402
+
+# The benchmarks are programs: they measure what `tether` runs, so they opt in as its main does.
+share_property_tables()
 
 PREFIX = "tether"
 ADMIN_USER = "tether-bridge"

@@ -44,6 +44,7 @@ from mosquitto.config import BrokerSettings, render_broker_files
 from mosquitto.process import MosquittoProcess, free_port
 from tether.netutil import set_tcp_nodelay
 from tether.protocol import CommandMessage, decode_ack, new_command_id, utc_now
+from tether_cli.paho_tuning import share_property_tables
 
 PREFIX = "tether"
 ADMIN = "tether-bridge"
@@ -155,6 +156,7 @@ class Observer:
 
 
 def main() -> int:
+    share_property_tables()  # a program: it opts in as `tether`'s main does
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--devices", type=int, default=10_000)
     parser.add_argument("--provision", choices=["file", "dynsec"], default="file")
