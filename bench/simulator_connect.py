@@ -37,13 +37,14 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from broker_bridge.dynsec_admin import DynsecAdmin
-from devices.provision import DeviceCredentials, provision, save_credentials, sim_ids
+from devices.provision import DeviceCredentials, save_credentials, sim_ids
 from devices.simulator import raise_nofile_limit, rss_kib
 from mosquitto import dynsec
 from mosquitto.config import BrokerSettings, render_broker_files
 from mosquitto.process import MosquittoProcess, free_port
 from tether.netutil import set_tcp_nodelay
 from tether.protocol import CommandMessage, decode_ack, new_command_id, utc_now
+from tether_cli.dynsec_fleet import provision
 from tether_cli.paho_tuning import share_property_tables
 
 PREFIX = "tether"

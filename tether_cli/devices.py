@@ -22,17 +22,11 @@ from devices.agent import DeviceAgent
 from devices.config import AgentSettings, TlsSettings, parse_broker
 from devices.errors import ConfigError
 from devices.handlers import HandlerRegistry
-from devices.provision import (
-    DeviceCredentials,
-    bridge_admin_credentials,
-    load_credentials,
-    provision,
-    save_credentials,
-    sim_ids,
-)
+from devices.provision import DeviceCredentials, load_credentials, save_credentials, sim_ids
 from devices.simulator import SimOptions, Simulator, print_report, run_until_signalled
 from mosquitto.config import BrokerSettings
 from tether.wording import plural
+from tether_cli.dynsec_fleet import bridge_admin_credentials, provision
 from tether_cli.flags import add_flags, build, default_of, env_value, values
 from tether_cli.options import (
     BridgeLogin,
