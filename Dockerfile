@@ -2,6 +2,7 @@ FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY tether ./tether
+COPY tether_cli ./tether_cli
 COPY broker_bridge ./broker_bridge
 COPY devices ./devices
 COPY ui_gateway ./ui_gateway

@@ -36,7 +36,7 @@ from _common import (
 from _profile import Profile
 from _wsload import WsLoad, sustained
 
-from tether.fleet import numbered_ids
+from tether_cli.fleet import numbered_ids
 
 
 class Runner:

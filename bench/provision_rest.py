@@ -1,6 +1,6 @@
 """Bench: provisioning through the REST API (``POST /api/devices``), as the fleet grows.
 
-Its own Mosquitto and gateway; ``tether.fleet.provision_fleet`` with ``--workers`` parallel HTTP
+Its own Mosquitto and gateway; ``tether_cli.fleet.provision_fleet`` with ``--workers`` parallel HTTP
 connections provisions ``sim-00001``… until ``--devices`` are done or ``--budget`` seconds have
 passed (bounded: it is slow). Reports the rate per block of ``--block`` devices, which shows how
 the cost of one provisioning grows with the number of devices already provisioned (each creates a
@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 from _common import ADMIN_TOKEN, CpuMeter, Harness, emit, log, machine_facts, raise_nofile
 
-from tether.fleet import numbered_ids
+from tether_cli.fleet import numbered_ids
 
 
 def main() -> int:

@@ -28,7 +28,7 @@ import httpx
 from _common import ADMIN_TOKEN, CpuMeter, Harness, emit, log, machine_facts, raise_nofile
 from _wsload import WsLoad
 
-from tether.fleet import numbered_ids
+from tether_cli.fleet import numbered_ids
 
 
 async def replay_ws(url: str, cursor: str, want: int, within: float) -> dict[str, Any]:

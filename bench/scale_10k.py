@@ -39,7 +39,7 @@ from _common import (
 )
 from _wsload import WsLoad, sustained
 
-from tether.fleet import numbered_ids
+from tether_cli.fleet import numbered_ids
 
 
 async def load(

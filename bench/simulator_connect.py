@@ -37,13 +37,15 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from broker_bridge.dynsec_admin import DynsecAdmin
-from devices.provision import DeviceCredentials, provision, save_credentials, sim_ids
+from devices.provision import DeviceCredentials, save_credentials, sim_ids
 from devices.simulator import raise_nofile_limit, rss_kib
 from mosquitto import dynsec
 from mosquitto.config import BrokerSettings, render_broker_files
 from mosquitto.process import MosquittoProcess, free_port
 from tether.netutil import set_tcp_nodelay
 from tether.protocol import CommandMessage, decode_ack, new_command_id, utc_now
+from tether_cli.dynsec_fleet import provision
+from tether_cli.paho_tuning import share_property_tables
 
 PREFIX = "tether"
 ADMIN = "tether-bridge"
@@ -155,6 +157,7 @@ class Observer:
 
 
 def main() -> int:
+    share_property_tables()  # a program: it opts in as `tether`'s main does
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--devices", type=int, default=10_000)
     parser.add_argument("--provision", choices=["file", "dynsec"], default="file")
@@ -194,7 +197,7 @@ def main() -> int:
             [
                 sys.executable,
                 "-m",
-                "tether.cli",
+                "tether_cli",
                 "simulate",
                 str(args.devices),
                 "--credentials",

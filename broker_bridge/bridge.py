@@ -53,9 +53,10 @@ from broker_bridge.store_retry import StoreRetry
 from broker_bridge.sweeper import Sweeper
 from broker_bridge.sys_stats import SUBSCRIPTION as SYS_SUBSCRIPTION
 from broker_bridge.sys_stats import BrokerFigures
-from tether.protocol import Topics, format_time, new_command_id
+from tether.protocol import DEFAULT_PREFIX, Topics, format_time, new_command_id
 from tether.protocol.internal import InternalTopics
 from tether.protocol.service import StoredEvent
+from tether.settings import setting
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +65,28 @@ log = logging.getLogger(__name__)
 class BridgeSettings:
     data_dir: Path
     mqtt: SessionSettings
-    prefix: str = "tether"
-    shards: int | None = None  # None: from the store's manifest, or 8 for a new store
-    groups: int | None = None  # None: from the store's manifest, or 2 for a new store
+    prefix: str = setting(DEFAULT_PREFIX, help="topic prefix")
+    # None: from the store's manifest, or 8 for a new store
+    shards: int | None = setting(
+        None,
+        default_text="8",
+        help="shard count of a new store; an existing store keeps its own",
+    )
+    # OFF is left out on purpose: a crash could lose an accepted command
+    synchronous: str = setting(
+        "FULL", choices=("NORMAL", "FULL", "EXTRA"), help="SQLite synchronous level"
+    )
+    policy: DeliveryPolicy = field(default_factory=DeliveryPolicy)
+    sweep_interval: float = setting(1.0, help="seconds between delivery-policy sweeps")
+    # None: from the store's manifest, or 2 for a new store
+    groups: int | None = setting(
+        None,
+        default_text="2",
+        help="shard groups of a new store, each owned by one bridge worker at a time; "
+        "an existing store keeps its own",
+    )
     group: int = 0  # the shard group this bridge owns
     worker: str = ""  # the worker's name, in the owner status
-    synchronous: str = "FULL"
-    policy: DeliveryPolicy = field(default_factory=DeliveryPolicy)
-    sweep_interval: float = 1.0
     status_interval: float = 2.0  # the owner status, for gateways and `tether status`
     event_retention: int = 100_000  # events kept per shard
     store_retry_delay: float = 1.0  # wait before retrying an incoming message the store refused

@@ -34,7 +34,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from tether.netutil import set_tcp_nodelay
-from tether.paho_tuning import share_property_tables
+from tether.settings import setting
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,9 @@ class SessionSettings:
     port: int
     username: str
     password: str
-    client_id: str = "tether-bridge"
+    client_id: str = setting(
+        "tether-bridge", help="the bridge's MQTT client id; keep it stable across restarts"
+    )
     keepalive: int = 25
     session_expiry: int = WEEK
     receive_maximum: int = 1000
@@ -97,7 +99,6 @@ class MqttSession:
         self._stop_by = 0.0
         self._thread = threading.Thread(target=self._run, name="bridge-io", daemon=True)
         self._thread_id: int | None = None
-        share_property_tables()
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=settings.client_id,

@@ -4,14 +4,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tether.settings import float_or_none, setting
+
 
 @dataclass(frozen=True, slots=True)
 class DeliveryPolicy:
-    pending_limit: int = 1000  # commands not yet terminal, per device; beyond: queue_full
-    redelivery_after: float = 30.0  # seconds without `received` while online, then publish again
-    max_attempts: int = 10  # publishes before `undeliverable`
-    execution_timeout: float = 300.0  # seconds from `delivered` to a final ack, else `timed_out`
-    default_ttl: float | None = None  # seconds; None: commands do not expire
+    # commands not yet terminal, per device; beyond: queue_full
+    pending_limit: int = setting(1000, help="pending commands per device before queue_full")
+    # seconds without `received` while online, then publish again
+    redelivery_after: float = setting(
+        30.0, help="seconds without `received` before publishing again"
+    )
+    max_attempts: int = setting(10, help="publishes before `undeliverable`")
+    # seconds from `delivered` to a final ack, else `timed_out`
+    execution_timeout: float = setting(300.0, help="seconds from delivered to a final ack")
+    # seconds; None: commands do not expire
+    default_ttl: float | None = setting(
+        None,
+        parse=float_or_none,
+        default_text="never",
+        help="seconds before an undelivered command expires",
+    )
     sweep_batch: int = 500  # due commands handled per shard per sweep
 
     def __post_init__(self) -> None:

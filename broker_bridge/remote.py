@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sqlite3
 import threading
 import time
 import uuid
@@ -111,7 +112,7 @@ class RemoteService(StoreReads):
         reader = await self._open_store()
         super().__init__(reader)
         self._hub = EventHub(self._loop)
-        heads = list((await current_cursor(reader)).positions)
+        heads = await self._heads(reader)
         self._feed = LiveFeed(reader, self._hub, heads, self._observe)
         self._feed.start()
         await asyncio.to_thread(self.session.start)
@@ -124,6 +125,17 @@ class RemoteService(StoreReads):
                 raise StoreConfigError(f"no store in {self.settings.data_dir}: start a worker")
             await asyncio.sleep(0.2)
         return StoreReader(self.settings.data_dir)
+
+    async def _heads(self, reader: StoreReader) -> list[int]:
+        """Each shard's last event; a shard its worker has not set up yet is waited for."""
+        deadline = time.monotonic() + self.settings.store_wait
+        while True:
+            try:
+                return list((await current_cursor(reader)).positions)
+            except sqlite3.Error as exc:
+                if time.monotonic() > deadline:
+                    raise StoreConfigError(f"the store cannot be read: {exc}") from exc
+                await asyncio.sleep(0.2)  # a worker is creating its shards
 
     async def stop(self) -> None:
         await asyncio.to_thread(self.session.stop)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import socket
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -18,6 +20,7 @@ from dataclasses import dataclass, replace
 from broker_bridge.bridge import Bridge, BridgeSettings
 from broker_bridge.ownership import GroupLease, group_client_id
 from broker_bridge.store.sharded import open_layout
+from tether.settings import setting
 
 log = logging.getLogger(__name__)
 
@@ -25,15 +28,23 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class WorkerSettings:
     bridge: BridgeSettings  # the group and client id are set per group
-    name: str = "worker-0"
-    index: int = 0  # which groups this worker prefers: g with g % workers == index
-    workers: int = 1  # how many workers share the groups (sets a worker's fair share)
-    takeover_after: float = 3.0  # a group free this long is taken by anyone
+    name: str = setting(
+        "", default_text="HOST-PID", flag="--worker-name", help="this worker's name"
+    )
+    index: int = setting(
+        0, flag="--worker-index", help="which groups this worker prefers (g mod workers)"
+    )
+    workers: int = setting(1, help="how many workers share the groups (a worker's fair share)")
+    takeover_after: float = setting(
+        3.0, help="seconds a group stays free before a worker beyond its share takes it"
+    )
     poll: float = 0.25  # how often a worker looks for free leases
 
 
 class Worker:
     def __init__(self, settings: WorkerSettings) -> None:
+        if not settings.name:
+            settings = replace(settings, name=f"{socket.gethostname()}-{os.getpid()}")
         self.settings = settings
         base = settings.bridge
         self.shard_count, self.groups = open_layout(base.data_dir, base.shards, base.groups)

@@ -14,6 +14,7 @@ from devices.journal import DEFAULT_KEEP
 from tether import __version__
 from tether.protocol import DEFAULT_PREFIX, ProtocolError, Topics, validate_device_id
 from tether.protocol.outcomes import FEATURE_CANCEL
+from tether.settings import setting
 
 WEEK = 7 * 24 * 3600
 MAX_KEEPALIVE = 25  # the contract: devices use keepalive <= 25 s
@@ -35,31 +36,59 @@ class MqttVersion(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class TlsSettings:
-    ca_file: str | None = None  # None: the system's trust store
-    cert_file: str | None = None  # a client certificate, with key_file
-    key_file: str | None = None
-    insecure: bool = False  # skip the host name check (test rigs only)
+    # None: the system's trust store
+    ca_file: str | None = setting(
+        None, flag="--tls-ca", default_text="the system's", help="CA file"
+    )
+    # a client certificate, with key_file
+    cert_file: str | None = setting(None, flag="--tls-cert", help="client certificate")
+    key_file: str | None = setting(None, flag="--tls-key", help="client key")
+    insecure: bool = setting(
+        False, flag="--tls-insecure", help="do not check the broker's host name (test rigs only)"
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class AgentSettings:
-    device_id: str
+    device_id: str = setting(
+        flag="--id", env="DEVICE_ID", metavar="DEVICE_ID", help="the device id"
+    )
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
-    username: str | None = None
-    password: str | None = None
+    username: str | None = setting(
+        None,
+        env="DEVICE_USERNAME",
+        default_text="the id",
+        help="broker login, also the client id",
+    )
+    password: str | None = setting(
+        None, env="DEVICE_PASSWORD", help="broker password; prefer the variable"
+    )
     client_id: str | None = None  # default: the username (Tether's broker requires them equal)
-    prefix: str = DEFAULT_PREFIX
-    mqtt_version: MqttVersion = MqttVersion.V5
-    keepalive: int = DEFAULT_KEEPALIVE
+    prefix: str = setting(DEFAULT_PREFIX, help="topic prefix")
+    mqtt_version: MqttVersion = setting(MqttVersion.V5, help="MQTT protocol version")
+    keepalive: int = setting(DEFAULT_KEEPALIVE, help="keepalive seconds, at most 25")
     session_expiry: int = WEEK  # seconds; MQTT 5 only (3.1.1 sessions live by broker config)
     tls: TlsSettings | None = None
-    journal_path: Path | None = None  # None: in memory, so exactly-once ends with the process
-    journal_keep: int = DEFAULT_KEEP
-    event_buffer: int = DEFAULT_EVENT_BUFFER
-    event_policy: OverflowPolicy = OverflowPolicy.DROP_OLDEST
+    # None: in memory, so exactly-once ends with the process
+    journal_path: Path | None = setting(
+        None,
+        flag="--journal",
+        env="DEVICE_JOURNAL",
+        default_text=".tether/devices/<id>.journal.sqlite3",
+        help="the command journal, SQLite",
+    )
+    journal_keep: int = setting(
+        DEFAULT_KEEP, flag="--journal-size", help="command ids the journal keeps"
+    )
+    event_buffer: int = setting(DEFAULT_EVENT_BUFFER, help="events kept while offline")
+    event_policy: OverflowPolicy = setting(
+        OverflowPolicy.DROP_OLDEST, help="what goes when the event buffer is full"
+    )
     reconnect_base: float = 0.5
-    reconnect_cap: float = 60.0
+    reconnect_cap: float = setting(
+        60.0, flag="--reconnect-max", help="cap of the reconnect backoff, seconds"
+    )
     receive_maximum: int = 20  # MQTT 5: commands in flight to us, so the worker queue stays small
     queue_size: int = 1000
     connect_timeout: float = 10.0

@@ -17,7 +17,6 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from devices.config import AgentSettings, MqttVersion, TlsSettings
-from tether.paho_tuning import share_property_tables
 from tether.protocol import StatusMessage, utc_now
 
 paho_log = logging.getLogger("devices.paho")
@@ -35,7 +34,6 @@ paho_log.addFilter(_QuietAfterDisconnect())
 
 def build_client(settings: AgentSettings, *, logger: bool = True) -> mqtt.Client:
     v5 = settings.mqtt_version is MqttVersion.V5
-    share_property_tables()
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2,
         client_id=settings.effective_client_id,

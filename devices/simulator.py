@@ -46,6 +46,7 @@ from devices.provision import DeviceCredentials
 from devices.session import build_client, connect_args, offline_status, online_status
 from tether.netutil import set_tcp_nodelay
 from tether.protocol import DEFAULT_PREFIX, AckMessage, DeviceEventMessage, utc_now
+from tether.settings import setting
 
 log = logging.getLogger(__name__)
 
@@ -63,17 +64,41 @@ class SimOptions:
     prefix: str = DEFAULT_PREFIX
     mqtt_version: MqttVersion = MqttVersion.V5
     keepalive: int = 25
-    latency: float = 0.05  # mean handler latency, seconds (uniform in [0, 2 * latency])
-    failure_rate: float = 0.0  # chance that a command fails with "simulated failure"
-    disconnect_every: float = 0.0  # mean seconds between random drops, per device; 0: never
-    event_every: float = 0.0  # mean seconds between "heartbeat" events, per device; 0: never
+    latency: float = setting(
+        0.05, env="SIM_LATENCY", help="mean handler latency in seconds, uniform in [0, 2x]"
+    )
+    failure_rate: float = setting(
+        0.0,
+        env="SIM_FAILURE_RATE",
+        help="chance a command fails with 'simulated failure' (0..1)",
+    )
+    disconnect_every: float = setting(
+        0.0,
+        env="SIM_DISCONNECT_EVERY",
+        default_text="0: never",
+        help="mean seconds between random connection drops, per device",
+    )
+    event_every: float = setting(
+        0.0,
+        env="SIM_EVENT_EVERY",
+        default_text="0: never",
+        help="mean seconds between heartbeat events, per device",
+    )
     event_buffer: int = 16  # events kept per device while offline (oldest dropped first)
-    connect_concurrency: int = 64  # devices between TCP connect and CONNACK at once
+    # devices between TCP connect and CONNACK at once
+    connect_concurrency: int = setting(
+        64, env="SIM_CONNECT_CONCURRENCY", help="devices connecting at once"
+    )
     journal_keep: int = 2000  # above the bridge's pending limit: any pending id may come twice
     reconnect_base: float = 0.5
     reconnect_cap: float = 30.0
-    report_every: float = 5.0  # seconds between stats lines; 0: only milestones
-    seed: int | None = None
+    report_every: float = setting(
+        5.0,
+        env="SIM_REPORT_EVERY",
+        default_text="5; 0: milestones only",
+        help="seconds between JSON stats lines on stdout",
+    )
+    seed: int | None = setting(None, env="SIM_SEED", help="random seed, for repeatable runs")
 
     def __post_init__(self) -> None:
         if not 0 <= self.failure_rate <= 1:

@@ -18,7 +18,9 @@ from pathlib import Path
 
 from mosquitto.dynsec import initial_dynsec_config
 from tether.credentials import new_secret
+from tether.settings import setting
 
+DEFAULT_PORT = 18830  # clear of a system broker on 1883
 DEFAULT_MAX_PACKET_SIZE = 128 * 1024  # args ≤ 64 KiB encoded, plus the command envelope
 # Per client. Devices never get near it (the bridge refuses beyond 1000 pending per device); the
 # bridge's own session may fall far behind under overload, and a full queue drops acks.
@@ -52,13 +54,26 @@ def find_dynsec_plugin() -> str:
     )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BrokerSettings:
-    port: int
+    port: int = setting(
+        DEFAULT_PORT, flag="--mqtt-port", help="the broker's port (clear of a broker on 1883)"
+    )
     data_dir: Path
-    bind_address: str = "127.0.0.1"
-    dynsec_plugin: str | None = None  # found on this machine when None
-    user: str | None = None  # the data directory's owner when None
+    bind_address: str = setting(
+        "127.0.0.1", flag="--mqtt-bind", help="the address the broker listens on"
+    )
+    dynsec_plugin: str | None = setting(
+        None,
+        default_text="found here",
+        help="path of mosquitto_dynamic_security.so as the broker sees it",
+    )
+    user: str | None = setting(
+        None,
+        flag="--broker-user",
+        default_text="the data dir's owner",
+        help="the user Mosquitto drops to when started as root",
+    )
     max_packet_size: int = DEFAULT_MAX_PACKET_SIZE
     max_queued_messages: int = DEFAULT_MAX_QUEUED_MESSAGES
     persistent_client_expiration: str = "30d"

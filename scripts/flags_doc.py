@@ -14,8 +14,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tether.cli import build_parser  # noqa: E402
-from tether.flag_table import render, replace_section  # noqa: E402
+from tether_cli.flag_table import render, replace_section  # noqa: E402
+from tether_cli.main import build_parser  # noqa: E402
 
 DOC = ROOT / "docs" / "operations.md"
 

@@ -108,7 +108,7 @@ def test_disk_refusing_writes_then_back(
 
             wait_until(lambda: set(states().values()) <= {"sent", "delivered"}, 20, "handed over")
             before = states()
-            pid = piped_gateway.pid
+            pid = piped_gateway.worker_pid
 
             piped_gateway.disk_full()
             for n in range(22, 52):
@@ -127,13 +127,13 @@ def test_disk_refusing_writes_then_back(
             # Back by itself: the same process takes sends again (a retry reuses its key).
             probe = Sends(api)
             wait_until(lambda: probe.send("disk-0", 1000) == 202, 20, "sends accepted again")
-            assert piped_gateway.pid == pid
+            assert piped_gateway.worker_pid == pid
             sends.accepted.update(probe.accepted)
             settle(data_dir, 15)  # under the 30 s redelivery: only retried acks count
             stored = store_reader.commands(data_dir)
             runs, strays = runs_by_id(stored, fleet.runs, "n")
             outcome = ledger(
-                "store disk refusing writes (RLIMIT_FSIZE=0 on the gateway), then back",
+                "store disk refusing writes (RLIMIT_FSIZE=0 on the worker), then back",
                 data_dir,
                 runs,
                 accepted=sends.accepted,

@@ -14,7 +14,7 @@ import pytest
 from mosquitto.process import free_port
 from tests.support.mqtt import ProbeClient
 
-TETHER = [sys.executable, "-m", "tether.cli"]
+TETHER = [sys.executable, "-m", "tether_cli"]
 
 
 def pid_alive(pid: int) -> bool:

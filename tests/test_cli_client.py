@@ -17,7 +17,7 @@ from ui_gateway.auth import Role
 
 pytestmark = pytest.mark.broker
 
-TETHER = [sys.executable, "-m", "tether.cli"]
+TETHER = [sys.executable, "-m", "tether_cli"]
 
 
 def tether(

@@ -21,10 +21,10 @@ from broker_bridge.store.sharded import ShardedStore
 from mosquitto.process import free_port
 from tests.support.brokers import BrokerHandle
 from tests.support.gateways import TOKENS, RunningGateway
-from tether.cli_errors import BUG_EXIT, run_handler
+from tether_cli.errors import BUG_EXIT, run_handler
 from ui_gateway.auth import Role
 
-TETHER = [sys.executable, "-m", "tether.cli"]
+TETHER = [sys.executable, "-m", "tether_cli"]
 TOKEN = "a-token-of-enough-length-0123"
 
 

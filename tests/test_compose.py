@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tether.cli import build_parser
+from tether_cli.main import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "compose.yaml").read_text())

@@ -118,7 +118,7 @@ def test_monitoring_panel_under_load(
     import subprocess
     import sys
 
-    from tether.fleet import numbered_ids, provision_fleet
+    from tether_cli.fleet import numbered_ids, provision_fleet
 
     with gateway_process.api() as api:
         provision_fleet(api, numbered_ids(20), tmp_path / "fleet.json")
@@ -127,7 +127,7 @@ def test_monitoring_panel_under_load(
             [
                 sys.executable,
                 "-m",
-                "tether.cli",
+                "tether_cli",
                 "simulate",
                 "20",
                 "--credentials",

@@ -13,13 +13,13 @@ import pytest
 
 from mosquitto.process import free_port
 from tests.support.waiting import wait_until
-from tether.datadir_lock import LOCK_FILE_NAME, DataDirBusy, DataDirLock
+from tether_cli.datadir_lock import LOCK_FILE_NAME, DataDirBusy, DataDirLock
 
 TOKEN = "datadir-lock-test-admin-token"
 
 
 def tether(*argv: str) -> list[str]:
-    return [sys.executable, "-m", "tether.cli", *argv]
+    return [sys.executable, "-m", "tether_cli", *argv]
 
 
 def start_up(data_dir: Path, mqtt_port: int, http_port: int, out: Path) -> subprocess.Popen[bytes]:

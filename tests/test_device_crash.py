@@ -31,7 +31,7 @@ class AgentProcess:
 
     def __init__(self, broker: BrokerHandle, creds: Credentials, tmp_path: Path) -> None:
         self.argv = [
-            sys.executable, "-m", "tether.cli", "device",
+            sys.executable, "-m", "tether_cli", "device",
             "--id", creds.device_id,
             "--broker", f"{broker.host}:{broker.port}",
             "--journal", str(tmp_path / "journal.sqlite3"),
@@ -132,7 +132,7 @@ def test_an_idempotent_command_interrupted_by_a_crash_runs_again(
 
 
 def test_device_cli_refuses_bad_flags_clearly(tmp_path: Path) -> None:
-    base = [sys.executable, "-m", "tether.cli", "device", "--broker", "127.0.0.1:1"]
+    base = [sys.executable, "-m", "tether_cli", "device", "--broker", "127.0.0.1:1"]
     cases = [
         ([], "--id"),
         (["--id", "bad/id"], "device id"),

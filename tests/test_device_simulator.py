@@ -158,7 +158,7 @@ def test_tether_simulate_provisions_runs_and_stops_on_sigterm(
 ) -> None:
     creds_file = tmp_path / "fleet.json"
     argv = [
-        sys.executable, "-m", "tether.cli", "simulate", "3",
+        sys.executable, "-m", "tether_cli", "simulate", "3",
         "--provision", "--credentials", str(creds_file),
         "--broker", f"{broker.host}:{broker.port}",
         "--report-every", "0", "--latency", "0",
@@ -202,7 +202,7 @@ def test_tether_simulate_provisions_runs_and_stops_on_sigterm(
 def test_simulate_without_credentials_is_a_clear_error() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
     result = subprocess.run(
-        [sys.executable, "-m", "tether.cli", "simulate", "2", "--broker", "127.0.0.1:1"],
+        [sys.executable, "-m", "tether_cli", "simulate", "2", "--broker", "127.0.0.1:1"],
         cwd=ROOT,
         env=env,
         capture_output=True,

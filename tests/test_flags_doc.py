@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from tether.cli import build_parser
-from tether.flag_table import BEGIN, END, commands, options, render, rows
-from tether.flags import flag_doc
 from tether.wording import plural
+from tether_cli.flag_table import BEGIN, END, commands, options, render, rows
+from tether_cli.flags import flag_doc
+from tether_cli.main import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 OPERATIONS = ROOT / "docs" / "operations.md"
-TETHER = [sys.executable, "-m", "tether.cli"]
+TETHER = [sys.executable, "-m", "tether_cli"]
 
 
 def all_options() -> list[tuple[str, str]]:

@@ -20,7 +20,7 @@ from websockets.sync.client import connect
 
 from mosquitto.process import free_port
 from tests.support.waiting import wait_until
-from tether.log_redaction import REDACTED, RedactingFilter, redact
+from tether_cli.log_redaction import REDACTED, RedactingFilter, redact
 
 TOKEN = "log-secrets-admin-token-0123456789"
 WRONG = "log-secrets-wrong-token-9876543210"
@@ -36,7 +36,7 @@ def test_a_session_of_use_leaves_no_token_in_the_logs_and_the_logs_private(
     with out.open("wb") as log:
         up = subprocess.Popen(
             [
-                sys.executable, "-m", "tether.cli", "up",
+                sys.executable, "-m", "tether_cli", "up",
                 f"--data-dir={data_dir}",
                 f"--mqtt-port={free_port()}",
                 f"--http-port={http_port}",

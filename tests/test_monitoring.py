@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.support.brokers import BrokerHandle
 from tests.support.gateways import RunningGateway
 from tests.support.waiting import wait_until
-from tether.fleet import numbered_ids, provision_fleet
+from tether_cli.fleet import numbered_ids, provision_fleet
 from ui_gateway.auth import Role
 
 pytestmark = pytest.mark.broker
@@ -28,7 +28,7 @@ class Simulator:
         self.argv = [
             sys.executable,
             "-m",
-            "tether.cli",
+            "tether_cli",
             "simulate",
             str(count),
             "--credentials",
@@ -159,7 +159,7 @@ def test_sys_figures_and_latency_histograms_move_under_load(
         [
             sys.executable,
             "-m",
-            "tether.cli",
+            "tether_cli",
             "status",
             "--url",
             gateway.url,

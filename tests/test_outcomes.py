@@ -201,7 +201,7 @@ def test_the_devices_own_outcome_is_not_repeated_as_late(h: Harness) -> None:
 
 
 def test_the_cli_says_what_a_terminal_record_cannot_promise() -> None:
-    from ui_gateway.cli import outcome_note
+    from tether_cli.client import outcome_note
 
     ran = {"state": "cancelled", "late": {"status": "succeeded", "at": "T"}}
     assert outcome_note(ran) == "cancelled, but the device ran it at T: succeeded"

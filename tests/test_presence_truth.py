@@ -16,7 +16,7 @@ from tests.support.brokers import BrokerHandle, Credentials
 from tests.support.gateways import RunningGateway
 from tests.support.mqtt import ProbeClient
 from tests.support.waiting import wait_until
-from tether.fleet import ProvisioningError, provision_fleet
+from tether_cli.fleet import ProvisioningError, provision_fleet
 
 pytestmark = pytest.mark.broker
 

@@ -43,7 +43,7 @@ class Up:
             [
                 sys.executable,
                 "-m",
-                "tether.cli",
+                "tether_cli",
                 "up",
                 "--data-dir",
                 str(data_dir),
@@ -83,7 +83,7 @@ class Up:
 
 def send(url: str, token: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "tether.cli", "send", *args],
+        [sys.executable, "-m", "tether_cli", "send", *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -138,7 +138,7 @@ def test_up_explains_a_port_in_use(tmp_path: Path) -> None:
             [
                 sys.executable,
                 "-m",
-                "tether.cli",
+                "tether_cli",
                 "up",
                 "--data-dir",
                 str(tmp_path / "s"),

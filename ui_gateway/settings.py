@@ -5,13 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from tether.settings import setting
+
 STATIC_DIR = Path(__file__).parent / "static"
 
 
 @dataclass(frozen=True, slots=True)
 class GatewaySettings:
-    host: str = "127.0.0.1"
-    port: int = 8080
+    host: str = setting("127.0.0.1", flag="--http-host", help="address of the dashboard and API")
+    port: int = setting(8080, flag="--http-port", help="port of the dashboard and API")
     max_body: int = 1024 * 1024  # bytes of a REST request body
     ws_max_frame: int = 1024 * 1024  # bytes of one WebSocket frame (larger: closed with 1009)
     ws_ping_interval: float = 25.0  # server ping frames; no pong within two intervals: closed

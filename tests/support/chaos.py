@@ -551,64 +551,35 @@ def broker_pid(broker: BrokerHandle) -> int | None:
 
 
 class PipedGateway(GatewayProcess):
-    """``tether gateway`` as a child whose output goes to a pipe, not a file: under a file-size
-    limit of 0 its log lines still come through. ``disk_full()`` / ``disk_back()`` set and lift
-    ``RLIMIT_FSIZE`` on the running process: from then on every write(2) it makes to a regular
-    file fails (EFBIG), which SQLite reports as an I/O error at commit, as on a full disk."""
+    """The worker and the gateway as children whose output goes to pipes, not a file: under a
+    file-size limit of 0 their log lines still come through. ``disk_full()`` / ``disk_back()``
+    set and lift ``RLIMIT_FSIZE`` on the running worker (the process that writes the store):
+    from then on every write(2) it makes to a regular file fails (EFBIG), which SQLite reports
+    as an I/O error at commit, as on a full disk."""
 
-    def start(self, timeout: float = 30) -> None:
-        argv = [
-            sys.executable, "-m", "tether.cli", "gateway",
-            f"--data-dir={self.data_dir}",
-            f"--mqtt-port={self.broker.port}",
-            f"--mqtt-username={self.broker.admin_username}",
-            f"--mqtt-password={self.broker.admin_password}",  # "=": a secret may start with "-"
-            f"--http-port={self.http_port}",
-            "--shards=4",
-        ]  # fmt: skip
+    def _spawn(self, argv: list[str]) -> subprocess.Popen[bytes]:
         from tests.support.processes import ADMIN_TOKEN
 
-        self.proc = subprocess.Popen(
+        proc = subprocess.Popen(
             argv,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env={**os.environ, "TETHER_ADMIN_TOKEN": ADMIN_TOKEN},
         )
-        assert self.proc.stdout is not None
-        self.output = Lines(self.proc.stdout)
-        import httpx
-
-        with httpx.Client(base_url=self.url, timeout=2) as client:
-
-            def ready() -> bool:
-                assert self.proc is not None and self.proc.poll() is None, self.log_tail()
-                try:
-                    return client.get("/readyz").status_code == 200
-                except httpx.HTTPError:
-                    return False
-
-            wait_until(ready, timeout, "the gateway ready")
+        assert proc.stdout is not None
+        self.outputs = [*getattr(self, "outputs", [])[-3:], Lines(proc.stdout)]
+        return proc
 
     def log_tail(self, lines: int = 40) -> str:
-        output = getattr(self, "output", None)
-        return "\n".join(output.tail[-lines:]) if output is not None else ""
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
+        return "\n---\n".join("\n".join(o.tail[-lines:]) for o in getattr(self, "outputs", []))
 
     def disk_full(self) -> None:
-        _, hard = resource.prlimit(self.pid, resource.RLIMIT_FSIZE)
-        resource.prlimit(self.pid, resource.RLIMIT_FSIZE, (0, hard))
+        _, hard = resource.prlimit(self.worker_pid, resource.RLIMIT_FSIZE)
+        resource.prlimit(self.worker_pid, resource.RLIMIT_FSIZE, (0, hard))
 
     def disk_back(self) -> None:
-        _, hard = resource.prlimit(self.pid, resource.RLIMIT_FSIZE)
-        resource.prlimit(self.pid, resource.RLIMIT_FSIZE, (hard, hard))
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        stop_process(self.proc, sig)
-        self.proc = None
+        _, hard = resource.prlimit(self.worker_pid, resource.RLIMIT_FSIZE)
+        resource.prlimit(self.worker_pid, resource.RLIMIT_FSIZE, (hard, hard))
 
 
 # --- tether device with a marking handler ---------------------------------------------------
@@ -637,7 +608,7 @@ class DeviceProcess:
         self.device_id = creds.device_id
         self.marker = directory / "runs.txt"
         self.argv = [
-            sys.executable, "-m", "tether.cli", "device",
+            sys.executable, "-m", "tether_cli", "device",
             "--id", creds.device_id,
             "--broker", f"{broker.host}:{broker.port}",
             "--journal", str(directory / "journal.sqlite3"),

@@ -23,7 +23,7 @@ def tether_cli(command: str, broker: BrokerHandle, data_dir: Path, *extra: str) 
     """``tether <command>`` (``bridge`` or ``gateway``) over ``data_dir``, logged in to the
     test's broker as the bridge."""
     return [
-        sys.executable, "-m", "tether.cli", command,
+        sys.executable, "-m", "tether_cli", command,
         f"--data-dir={data_dir}",
         f"--mqtt-port={broker.port}",
         f"--mqtt-username={broker.admin_username}",
@@ -40,35 +40,55 @@ def pump_lines(out: IO[str], lines: queue.Queue[str]) -> None:
 
 
 class GatewayProcess:
+    """The server side as separate processes: ``tether bridge`` (a worker owning every shard
+    group) and ``tether gateway``, logged to one file. ``stop(sig)`` signals both (gateway
+    first); ``kill_gateway``/``kill_worker`` one of them."""
+
     def __init__(self, broker: BrokerHandle, data_dir: Path, http_port: int, log: Path) -> None:
         self.broker = broker
         self.data_dir = data_dir
         self.http_port = http_port
         self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: subprocess.Popen[bytes] | None = None  # the gateway
+        self.worker: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 
-    def start(self, timeout: float = 30) -> None:
+    def worker_argv(self) -> list[str]:
+        return tether_cli("bridge", self.broker, self.data_dir, "--shards=4")
+
+    def gateway_argv(self) -> list[str]:
+        return tether_cli("gateway", self.broker, self.data_dir, f"--http-port={self.http_port}")
+
+    def _spawn(self, argv: list[str]) -> subprocess.Popen[bytes]:
         with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                tether_cli(
-                    "gateway",
-                    self.broker,
-                    self.data_dir,
-                    f"--http-port={self.http_port}",
-                    "--shards=4",
-                ),
+            return subprocess.Popen(
+                argv,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "TETHER_ADMIN_TOKEN": ADMIN_TOKEN},
             )
+
+    def log_tail(self) -> str:
+        return self.log.read_text()[-3000:]
+
+    def start(self, timeout: float = 30) -> None:
+        if self.worker is None or self.worker.poll() is not None:
+            self.worker = self._spawn(self.worker_argv())
+        self.start_gateway(timeout)
+
+    def start_gateway(self, timeout: float = 30) -> None:
+        self.proc = self._spawn(self.gateway_argv())
+        self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
         with httpx.Client(base_url=self.url, timeout=2) as client:
             while True:
-                assert self.proc.poll() is None, self.log.read_text()[-2000:]
+                assert self.proc is not None and self.proc.poll() is None, self.log_tail()
+                assert self.worker is not None and self.worker.poll() is None, self.log_tail()
                 try:
                     if client.get("/readyz").status_code == 200:
                         return
@@ -77,13 +97,43 @@ class GatewayProcess:
                 assert time.monotonic() < deadline, "the gateway did not get ready"
                 time.sleep(0.05)  # polling a child process's readiness
 
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(20)
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def worker_pid(self) -> int:
+        assert self.worker is not None
+        return self.worker.pid
+
+    def kill_gateway(self) -> None:
+        _reap(self.proc, signal.SIGKILL)
         self.proc = None
+
+    def kill_worker(self) -> None:
+        _reap(self.worker, signal.SIGKILL)
+        self.worker = None
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        _reap(self.proc, sig)
+        self.proc = None
+        _reap(self.worker, sig)
+        self.worker = None
 
     def api(self) -> httpx.Client:
         return httpx.Client(
             base_url=self.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=10
         )
+
+
+def _reap(proc: subprocess.Popen[bytes] | None, sig: int) -> None:
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    if proc is not None and proc.stdout is not None:
+        proc.stdout.close()  # a piped child's output: its reader thread ends at EOF

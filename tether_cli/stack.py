@@ -20,6 +20,8 @@ from typing import IO, Any
 
 import httpx
 
+from broker_bridge.bridge import BridgeSettings
+from devices.simulator import SimOptions
 from mosquitto.config import (
     BrokerConfigError,
     BrokerSettings,
@@ -28,9 +30,13 @@ from mosquitto.config import (
 )
 from mosquitto.process import MosquittoProcess, die_with_parent, port_in_use
 from tether.credentials import new_secret
-from tether.datadir_lock import DataDirLock
-from tether.fleet import ProvisioningError, numbered_ids, provision_fleet
+from tether.settings import setting
 from tether.wording import plural
+from tether_cli.datadir_lock import DataDirLock
+from tether_cli.flags import default_of
+from tether_cli.fleet import ProvisioningError, numbered_ids, provision_fleet
+from tether_cli.options import ProvisionOptions
+from ui_gateway.settings import GatewaySettings
 
 ADMIN_TOKEN_FILE = "admin-token"
 SIM_CREDENTIALS_FILE = "simulated-devices.json"
@@ -42,16 +48,26 @@ class StackError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class StackSettings:
+    """``tether up``'s own choices; the broker's, gateway's and bridge's defaults are theirs."""
+
     data_dir: Path
-    mqtt_port: int = 18830
-    mqtt_bind: str = "127.0.0.1"
-    http_host: str = "127.0.0.1"
-    http_port: int = 8080
-    shards: int | None = None
-    simulate: int = 0
-    sim_latency: float = 0.05
-    sim_failure_rate: float = 0.0
-    sim_prefix: str = "sim-"
+    mqtt_port: int = default_of(BrokerSettings, "port")
+    mqtt_bind: str = default_of(BrokerSettings, "bind_address")
+    http_host: str = default_of(GatewaySettings, "host")
+    http_port: int = default_of(GatewaySettings, "port")
+    shards: int | None = default_of(BridgeSettings, "shards")
+    simulate: int = setting(
+        0, metavar="N", help="also run N simulated devices, provisioned through the API"
+    )
+    sim_latency: float = setting(
+        default_of(SimOptions, "latency"),
+        help="mean handler latency of the simulated devices, seconds",
+    )
+    sim_failure_rate: float = setting(
+        default_of(SimOptions, "failure_rate"),
+        help="share of commands the simulated devices fail (0..1)",
+    )
+    sim_prefix: str = default_of(ProvisionOptions, "id_prefix")
     start_timeout: float = 60.0
 
 
@@ -203,7 +219,7 @@ class Stack:
         argv = [
             sys.executable,
             "-m",
-            "tether.cli",
+            "tether_cli",
             "gateway",
             "--data-dir",
             str(self.data_dir),
@@ -236,7 +252,7 @@ class Stack:
                 [
                     sys.executable,
                     "-m",
-                    "tether.cli",
+                    "tether_cli",
                     "simulate",
                     str(s.simulate),
                     "--broker",

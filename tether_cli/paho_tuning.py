@@ -1,4 +1,4 @@
-"""Make paho-mqtt's MQTT 5 property handling cheap; call :func:`share_property_tables` once.
+"""Make paho-mqtt's MQTT 5 property handling cheap: opt-in, by a program's entry point.
 
 paho 2.x rebuilds its property tables (two dicts of 27 entries, with ``list.index`` calls) in
 every ``Properties()``, and paho makes one for every MQTT 5 packet it receives. Under load that
@@ -8,15 +8,28 @@ names again. The tables are constant and paho only reads them, so every instance
 copy, and name lookups become dict lookups; properties whose values paho checks (or keeps as
 lists) still go through paho's own ``__setattr__``. Behaviour is unchanged:
 ``tests/test_paho_tuning.py`` checks the encodings against the MQTT 5 specification.
+
+It replaces methods of paho's ``Properties`` class for the whole process, so only a program may
+choose it: ``tether``'s ``main`` and the benchmarks call :func:`share_property_tables`; no library
+module does (importing ``devices`` or ``broker_bridge`` leaves paho as it is, so an application
+that embeds ``DeviceAgent`` keeps its own paho). It relies on paho's internals, so it applies only
+to the paho versions it was checked against, and logs a line and leaves paho alone otherwise.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
+import paho.mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties, VariableByteIntegers
+
+log = logging.getLogger(__name__)
+
+# The paho releases whose Properties this was checked against (tests/test_paho_tuning.py).
+CHECKED_VERSIONS = frozenset({"2.2.0"})
 
 _lock = threading.Lock()
 _installed = False
@@ -26,12 +39,22 @@ _REPEATED = frozenset({11, 38})
 _CHECKED_OR_REPEATED = _REPEATED | {1, 23, 25, 33, 34, 35, 39}
 
 
-def share_property_tables() -> None:
-    """Idempotent and process-wide: affects every paho client in this process."""
+def share_property_tables(paho_version: str = paho.mqtt.__version__) -> bool:
+    """Idempotent and process-wide: affects every paho client in this process.
+
+    Returns whether the tables are shared; an unchecked ``paho_version`` is left alone.
+    """
     global _installed
+    if paho_version not in CHECKED_VERSIONS:
+        log.info(
+            "paho-mqtt %s is not one the property tuning was checked against (%s): not applied",
+            paho_version,
+            ", ".join(sorted(CHECKED_VERSIONS)),
+        )
+        return False
     with _lock:
         if _installed:
-            return
+            return True
         template = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
         tables = {
             "types": template.types,
@@ -82,3 +105,9 @@ def share_property_tables() -> None:
         patched.clear = clear
         patched.pack = pack
         _installed = True
+        return True
+
+
+def is_applied() -> bool:
+    """Whether this process's paho ``Properties`` carry the shared tables."""
+    return Properties.__init__.__module__ == __name__

@@ -23,11 +23,11 @@ from broker_bridge.store.shard import StoreUnavailable
 from broker_bridge.store.sharded import StoreConfigError
 from devices.errors import DeviceError
 from mosquitto.config import BrokerConfigError
-from tether.datadir_lock import DataDirError
-from tether.fleet import ProvisioningError
 from tether.protocol.errors import ProtocolError
-from tether.stack import StackError
-from ui_gateway.cli import ClientError
+from tether_cli.client import ClientError
+from tether_cli.datadir_lock import DataDirError
+from tether_cli.fleet import ProvisioningError
+from tether_cli.stack import StackError
 
 USAGE_EXIT = 2  # what argparse uses for a bad command line: the user can fix it
 BUG_EXIT = 70  # EX_SOFTWARE

@@ -1,4 +1,4 @@
-"""``tether gateway`` (serve), ``tether send`` and ``tether status`` (talk to a running stack)."""
+"""``tether send``, ``status`` and ``provision``: talk to a running stack over HTTP."""
 
 from __future__ import annotations
 
@@ -6,68 +6,20 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 
-from broker_bridge.bridge import Bridge
-from broker_bridge.cli import add_bridge_flags, bridge_settings, hold_data_dir
-from broker_bridge.service import BridgeService
-from tether.flags import add_broker_flags, add_http_address_flags, env_flag
-from tether.log_redaction import install_redaction, secrets_in
 from tether.protocol import CommandState, parse_time, validate_device_id
 from tether.protocol.paths import api_path
 from tether.wording import plural
-from ui_gateway.auth import TokenTable
-from ui_gateway.server import uvicorn_config
-from ui_gateway.settings import GatewaySettings
-
-DEFAULT_WAIT_TIMEOUT = 330.0  # the execution timeout (300 s) and some slack
-
-
-def add_http_flags(parser: argparse.ArgumentParser) -> None:
-    add_http_address_flags(parser)
-    env_flag(
-        parser,
-        "--tokens-file",
-        env="TOKENS_FILE",
-        type=Path,
-        help='JSON {"tokens": [{"token", "role", "name"}]}; TETHER_ADMIN_TOKEN adds an admin token',
-    )
-
-
-def gateway_settings(args: argparse.Namespace) -> GatewaySettings:
-    return GatewaySettings(host=args.http_host, port=args.http_port)
-
-
-def cmd_gateway(args: argparse.Namespace) -> int:
-    tokens = TokenTable.load(args.tokens_file)
-    if not len(tokens):
-        print("tether: no tokens: set TETHER_ADMIN_TOKEN or pass --tokens-file", file=sys.stderr)
-        return 2
-    with hold_data_dir(args, "gateway"):
-        service = BridgeService(Bridge(bridge_settings(args)))
-        config = uvicorn_config(service, tokens, gateway_settings(args))
-        install_redaction(secrets_in(args))  # again: uvicorn has just set up its own handlers
-        server = uvicorn.Server(config)
-        server.run()
-        return 0 if server.started else 1
-
-
-# --- client commands ----------------------------------------------------------------------
+from tether_cli.flags import add_flags
+from tether_cli.fleet import numbered_ids, provision_fleet
+from tether_cli.options import ClientOptions, ProvisionOptions, SendOptions
 
 
 def add_client_flags(parser: argparse.ArgumentParser) -> None:
-    env_flag(
-        parser,
-        "--url",
-        env="URL",
-        default="http://127.0.0.1:8080",
-        help="the stack's HTTP address",
-    )
-    env_flag(parser, "--token", env="TOKEN", help="bearer token; prefer the variable")
+    add_flags(parser, ClientOptions)
 
 
 class ClientError(Exception):
@@ -240,8 +192,6 @@ def format_status(fleet: dict[str, Any]) -> str:
 
 
 def cmd_provision(args: argparse.Namespace) -> int:
-    from tether.fleet import numbered_ids, provision_fleet
-
     ids = list(args.ids) + (numbered_ids(args.count, args.id_prefix) if args.count else [])
     if not ids:
         raise ClientError("name device ids, or give --count N")
@@ -268,42 +218,10 @@ class _RenamedFlag(argparse.Action):
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    gateway = sub.add_parser(
-        "gateway", help="serve the API, WebSocket, SSE and dashboard (with the bridge)"
-    )
-    add_broker_flags(gateway)
-    add_bridge_flags(gateway)
-    add_http_flags(gateway)
-    gateway.set_defaults(handler=cmd_gateway)
-
     send = sub.add_parser("send", help="send a command to a device of a running stack")
     send.add_argument("device")
     send.add_argument("name")
-    env_flag(send, "--args", env="SEND_ARGS", help="JSON object of arguments")
-    env_flag(
-        send,
-        "--ttl",
-        env="SEND_TTL",
-        type=float,
-        default_text="the stack's, none unless set",
-        help="seconds before an undelivered command expires",
-    )
-    env_flag(
-        send,
-        "--wait",
-        env="SEND_WAIT",
-        action="store_true",
-        help="follow it to a terminal state; exit 0 only on success, 3 when --timeout "
-        f"(default {DEFAULT_WAIT_TIMEOUT:g} s) runs out first",
-    )
-    env_flag(
-        send,
-        "--timeout",
-        env="SEND_TIMEOUT",
-        type=float,
-        default=DEFAULT_WAIT_TIMEOUT,
-        help="with --wait, give up after this many seconds",
-    )
+    add_flags(send, SendOptions)
     add_client_flags(send)
     send.set_defaults(handler=cmd_send)
 
@@ -311,21 +229,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "provision", help="provision devices through the API and save their logins to a file"
     )
     provision.add_argument("ids", nargs="*", help="device ids")
-    env_flag(
-        provision,
-        "--count",
-        env="PROVISION_COUNT",
-        type=int,
-        default=0,
-        help="also N numbered ids: ID_PREFIX00001, ID_PREFIX00002, ...",
-    )
-    env_flag(
-        provision,
-        "--id-prefix",
-        env="SIM_ID_PREFIX",
-        default="sim-",
-        help="prefix of the numbered device ids",
-    )
+    add_flags(provision, ProvisionOptions, only=("count", "id_prefix"))
     provision.add_argument(
         "--prefix",
         dest="id_prefix",
@@ -334,22 +238,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=argparse.SUPPRESS,
         help=argparse.SUPPRESS,
     )
-    env_flag(
-        provision,
-        "--out",
-        env="SIM_CREDENTIALS",
-        type=Path,
-        required=True,
-        help="credentials file (JSON, 0600) for tether simulate",
-    )
-    env_flag(
-        provision,
-        "--rotate",
-        env="PROVISION_ROTATE",
-        action="store_true",
-        help="give devices that exist, but whose password is not in --out, a new password "
-        "(a device still using the old one is disconnected)",
-    )
+    add_flags(provision, ProvisionOptions, only=("out", "rotate"))
     add_client_flags(provision)
     provision.set_defaults(handler=cmd_provision)
 

@@ -1,0 +1,7 @@
+"""``python -m tether_cli``: the ``tether`` command without the console script."""
+
+import sys
+
+from tether_cli.main import main
+
+sys.exit(main())
