@@ -18,6 +18,7 @@ from pathlib import Path
 
 from mosquitto.dynsec import initial_dynsec_config
 from tether.credentials import new_secret
+from tether.protocol.errors import TetherError
 
 DEFAULT_MAX_PACKET_SIZE = 128 * 1024  # args ≤ 64 KiB encoded, plus the command envelope
 # Per client. Devices never get near it (the bridge refuses beyond 1000 pending per device); the
@@ -37,7 +38,7 @@ _PLUGIN_CANDIDATES = (
 )
 
 
-class BrokerConfigError(RuntimeError):
+class BrokerConfigError(TetherError, RuntimeError):
     """The broker cannot be configured here (plugin missing, data directory unusable)."""
 
 

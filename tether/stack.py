@@ -30,14 +30,15 @@ from mosquitto.process import MosquittoProcess, die_with_parent, port_in_use
 from tether.credentials import new_secret
 from tether.datadir_lock import DataDirLock
 from tether.fleet import ProvisioningError, numbered_ids, provision_fleet
+from tether.protocol.errors import TetherError
 from tether.wording import plural
 
 ADMIN_TOKEN_FILE = "admin-token"
 SIM_CREDENTIALS_FILE = "simulated-devices.json"
 
 
-class StackError(RuntimeError):
-    pass
+class StackError(TetherError, RuntimeError):
+    """The local stack cannot start: a port in use, a child that died while starting."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from broker_bridge.store.shard import (
     WriterLoop,
     WriteTx,
 )
+from tether.protocol.errors import TetherError
 
 T = TypeVar("T")
 MANIFEST = "store.json"
@@ -27,7 +28,7 @@ FORMAT = 1
 DEFAULT_SHARDS = 8
 
 
-class StoreConfigError(RuntimeError):
+class StoreConfigError(TetherError, RuntimeError):
     """The store on disk does not match what was asked for (shard count, format, hash)."""
 
 
