@@ -18,7 +18,7 @@ from broker_bridge.store.queries import (
 from tether.protocol import CommandState, validate_device_id
 from ui_gateway.auth import Role
 from ui_gateway.context import Gateway, gateway_of
-from ui_gateway.errors import ApiError, bad_request, not_found
+from ui_gateway.errors import BadRequest, NotFound, Unavailable, UnknownDevice
 from ui_gateway.requests import parse_send, query_bool, query_int, read_json_body
 
 
@@ -31,7 +31,7 @@ async def provision_device(request: Request) -> Response:
     gateway.authenticate(request, Role.ADMIN)
     body = await read_json_body(request, gateway.settings.max_body)
     if not isinstance(body, dict) or set(body) != {"id"}:
-        raise bad_request('the body must be {"id": "<device id>"}')
+        raise BadRequest('the body must be {"id": "<device id>"}')
     device_id = validate_device_id(body["id"])
     record, password = await gateway.bridge.aprovision(device_id)
     return JSONResponse(
@@ -77,7 +77,7 @@ async def _known_device(gateway: Gateway, device_id: str) -> dict[str, Any]:
         device_id, lambda c: get_device(c, device_id, include_revoked=True)
     )
     if record is None:
-        raise ApiError(404, "unknown_device", f"no device {device_id!r}")
+        raise UnknownDevice(f"no device {device_id!r}")
     return record
 
 
@@ -94,7 +94,7 @@ async def send_command(request: Request) -> Response:
     device_id = _device_id(request)
     body = await read_json_body(request, gateway.settings.max_body)
     if isinstance(body, dict) and ({"type", "ref", "device", "idempotency_key"} & set(body)):
-        raise ApiError(422, "bad_request", "fields type/ref/device belong to the WebSocket only")
+        raise BadRequest("fields type/ref/device belong to the WebSocket only", status=422)
     send = parse_send(body, request.headers.get("idempotency-key"))
     accepted = await gateway.bridge.asend(
         device_id,
@@ -113,7 +113,7 @@ async def command_history(request: Request) -> Response:
     device_id = _device_id(request)
     state = request.query_params.get("state")
     if state is not None and state not in {s.value for s in CommandState}:
-        raise bad_request(f"?state must be one of {', '.join(s.value for s in CommandState)}")
+        raise BadRequest(f"?state must be one of {', '.join(s.value for s in CommandState)}")
     limit = query_int(request, "limit", 50, 1, gateway.settings.history_limit)
     before = request.query_params.get("before")
     store = gateway.bridge.store
@@ -135,7 +135,7 @@ async def device_event_history(request: Request) -> Response:
     device_id = _device_id(request)
     kind = request.query_params.get("kind")
     if kind is not None and kind not in _EVENT_KINDS:
-        raise bad_request(f"?kind must be one of {', '.join(_EVENT_KINDS)}")
+        raise BadRequest(f"?kind must be one of {', '.join(_EVENT_KINDS)}")
     limit = query_int(request, "limit", 50, 1, gateway.settings.history_limit)
     store = gateway.bridge.store
     await _known_device(gateway, device_id)
@@ -149,17 +149,15 @@ async def device_event_history(request: Request) -> Response:
 async def _find_command(request: Request) -> dict[str, Any]:
     command_id = request.path_params["command_id"]
     if len(command_id) > 64:
-        raise not_found("no such command")
+        raise NotFound("no such command")
     results = await gateway_of(request).bridge.store.fan_out(lambda c: get_command(c, command_id))
     for result in results:
         if result.value is not None:
             return result.value
     failed = [r for r in results if not r.ok]
     if failed:
-        raise ApiError(
-            503, "unavailable", f"shard {failed[0].shard} could not be read: {failed[0].error}"
-        )
-    raise not_found(f"no command {command_id!r}")
+        raise Unavailable(f"shard {failed[0].shard} could not be read: {failed[0].error}")
+    raise NotFound(f"no command {command_id!r}")
 
 
 async def one_command(request: Request) -> Response:

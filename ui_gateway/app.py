@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -14,13 +13,10 @@ from starlette.routing import Match, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from broker_bridge.bridge import Bridge
-from broker_bridge.cursor import CursorError
-from broker_bridge.errors import TetherError
-from tether.protocol import ProtocolError
 from ui_gateway import api
 from ui_gateway.auth import Role, TokenTable
 from ui_gateway.context import Gateway, gateway_of
-from ui_gateway.errors import ApiError, handle_known_errors
+from ui_gateway.errors import BadRequest, NotFound, TetherError, error_response, handle_error
 from ui_gateway.fleet import bridge_figures, fleet_summary
 from ui_gateway.history import RANGES, fleet_history
 from ui_gateway.hub import EventHub
@@ -29,8 +25,6 @@ from ui_gateway.openapi import openapi_document
 from ui_gateway.settings import GatewaySettings
 from ui_gateway.sse import events_endpoint
 from ui_gateway.ws import websocket_endpoint
-
-log = logging.getLogger(__name__)
 
 
 async def dashboard(request: Request) -> Response:
@@ -48,7 +42,7 @@ async def history(request: Request) -> Response:
     gateway.authenticate(request, Role.VIEWER)
     range_name = request.query_params.get("range", "1h")
     if range_name not in RANGES:
-        raise ApiError(400, "bad_request", f"?range must be one of {', '.join(RANGES)}")
+        raise BadRequest(f"?range must be one of {', '.join(RANGES)}")
     return JSONResponse(await fleet_history(gateway.bridge.store, range_name))
 
 
@@ -103,13 +97,10 @@ def create_app(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={
-            ApiError: handle_known_errors,
-            TetherError: handle_known_errors,
-            ProtocolError: handle_known_errors,
-            CursorError: handle_known_errors,
+            TetherError: handle_error,
             404: _not_found,
             405: _not_allowed,
-            Exception: _internal_error,
+            Exception: handle_error,
         },
     )
     app.state.gateway = gateway
@@ -117,9 +108,7 @@ def create_app(
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
-    return JSONResponse(
-        {"error": {"code": "not_found", "message": f"no route {request.url.path}"}}, 404
-    )
+    return error_response(NotFound(f"no route {request.url.path}"))
 
 
 async def _not_allowed(request: Request, exc: Exception) -> Response:
@@ -128,16 +117,7 @@ async def _not_allowed(request: Request, exc: Exception) -> Response:
     for route in request.app.routes:
         if isinstance(route, Route) and route.matches(request.scope)[0] is Match.PARTIAL:
             allowed |= route.methods or set()
-    return JSONResponse(
-        {"error": {"code": "bad_request", "message": f"{request.method} is not allowed here"}},
-        405,
+    return error_response(
+        BadRequest(f"{request.method} is not allowed here", status=405),
         headers={"Allow": ", ".join(sorted(allowed))},
-    )
-
-
-async def _internal_error(request: Request, exc: Exception) -> Response:
-    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return JSONResponse(
-        {"error": {"code": "internal", "message": "internal error; the server log has details"}},
-        500,
     )

@@ -16,6 +16,7 @@ from broker_bridge.cli import add_bridge_flags, bridge_settings, hold_data_dir
 from tether.flags import add_broker_flags, add_http_address_flags, env_flag
 from tether.log_redaction import install_redaction, secrets_in
 from tether.protocol import CommandState, parse_time, validate_device_id
+from tether.protocol.errors import BadRequest
 from tether.protocol.paths import api_path
 from tether.wording import plural
 from ui_gateway.auth import TokenTable
@@ -67,8 +68,10 @@ def add_client_flags(parser: argparse.ArgumentParser) -> None:
     env_flag(parser, "--token", env="TOKEN", help="bearer token; prefer the variable")
 
 
-class ClientError(Exception):
-    """What a client command tells its user: a refusal, a bad flag; never a traceback."""
+class ClientError(BadRequest):
+    """What a client command tells its user: a refusal, a bad flag; never a traceback.
+
+    A refusal carries the server's error ``code`` and HTTP ``status``."""
 
 
 def _client(args: argparse.Namespace) -> httpx.Client:
@@ -82,12 +85,16 @@ def _client(args: argparse.Namespace) -> httpx.Client:
 def _check(response: httpx.Response) -> Any:
     if response.is_success:
         return response.json()
+    code: str | None = None
     try:
         error = response.json()["error"]
         message = f"{error['code']}: {error['message']}"
+        code = str(error["code"])
     except (ValueError, KeyError, TypeError):
         message = response.text[:200]
-    raise ClientError(f"HTTP {response.status_code} {message}")
+    raise ClientError(
+        f"HTTP {response.status_code} {message}", code=code, status=response.status_code
+    )
 
 
 def cmd_send(args: argparse.Namespace) -> int:

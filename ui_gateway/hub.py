@@ -12,9 +12,10 @@ import asyncio
 from collections import deque
 
 from broker_bridge.store.shard import StoredEvent
+from ui_gateway.errors import TooSlow
 
 
-class SubscriberTooSlow(Exception):
+class SubscriberTooSlow(TooSlow):
     pass
 
 
