@@ -20,11 +20,12 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from mosquitto import dynsec
 from tether.netutil import set_tcp_nodelay
+from tether.protocol.errors import TetherError
 
 log = logging.getLogger(__name__)
 
 
-class DynsecError(RuntimeError):
+class DynsecError(TetherError, RuntimeError):
     """The plugin refused a command (``errors`` maps command name to the plugin's message)."""
 
     def __init__(self, errors: list[tuple[str, str]]) -> None:

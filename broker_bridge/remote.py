@@ -55,15 +55,6 @@ from tether.protocol.service import (
 log = logging.getLogger(__name__)
 
 
-class RemoteError(TetherError):
-    """An error a shard owner answered with: its code and HTTP status, passed on as they are."""
-
-    def __init__(self, code: str, status: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.status = status
-
-
 @dataclass(frozen=True, slots=True)
 class RemoteSettings:
     data_dir: Path
@@ -227,7 +218,8 @@ class RemoteService(StoreReads):
         finally:
             self._pending.pop(correlation, None)
         if not answer.ok:
-            raise RemoteError(answer.code, answer.status, answer.message)
+            # the owner's error, with its code and HTTP status, passed on as it is
+            raise TetherError(answer.message, code=answer.code, status=answer.status)
         return answer
 
     def _deadline(self) -> float:

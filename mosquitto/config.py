@@ -18,6 +18,7 @@ from pathlib import Path
 
 from mosquitto.dynsec import initial_dynsec_config
 from tether.credentials import new_secret
+from tether.protocol.errors import TetherError
 from tether.settings import setting
 
 DEFAULT_PORT = 18830  # clear of a system broker on 1883
@@ -39,7 +40,7 @@ _PLUGIN_CANDIDATES = (
 )
 
 
-class BrokerConfigError(RuntimeError):
+class BrokerConfigError(TetherError, RuntimeError):
     """The broker cannot be configured here (plugin missing, data directory unusable)."""
 
 

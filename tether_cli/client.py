@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 
 from tether.protocol import CommandState, parse_time, validate_device_id
+from tether.protocol.errors import BadRequest
 from tether.protocol.paths import api_path
 from tether.wording import plural
 from tether_cli.flags import add_flags
@@ -22,8 +23,10 @@ def add_client_flags(parser: argparse.ArgumentParser) -> None:
     add_flags(parser, ClientOptions)
 
 
-class ClientError(Exception):
-    """What a client command tells its user: a refusal, a bad flag; never a traceback."""
+class ClientError(BadRequest):
+    """What a client command tells its user: a refusal, a bad flag; never a traceback.
+
+    A refusal carries the server's error ``code`` and HTTP ``status``."""
 
 
 def _client(args: argparse.Namespace) -> httpx.Client:
@@ -37,12 +40,16 @@ def _client(args: argparse.Namespace) -> httpx.Client:
 def _check(response: httpx.Response) -> Any:
     if response.is_success:
         return response.json()
+    code: str | None = None
     try:
         error = response.json()["error"]
         message = f"{error['code']}: {error['message']}"
+        code = str(error["code"])
     except (ValueError, KeyError, TypeError):
         message = response.text[:200]
-    raise ClientError(f"HTTP {response.status_code} {message}")
+    raise ClientError(
+        f"HTTP {response.status_code} {message}", code=code, status=response.status_code
+    )
 
 
 def cmd_send(args: argparse.Namespace) -> int:

@@ -22,16 +22,20 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from tether.protocol.errors import TetherError
+
 LOCK_FILE_NAME = "tether.lock"
 INHERITED_FD_VARIABLE = "TETHER_DATA_DIR_LOCK_FD"
 
 
-class DataDirError(RuntimeError):
+class DataDirError(TetherError, RuntimeError):
     """The data directory cannot be held: a user error, reported in one line."""
 
 
 class DataDirBusy(DataDirError):
     """Another process holds the data directory; ``holder`` is what it wrote (maybe empty)."""
+
+    code, status = "conflict", 409
 
     def __init__(self, data_dir: Path, holder: dict[str, Any]) -> None:
         self.data_dir = data_dir

@@ -1,10 +1,10 @@
 """The one place where ``tether`` turns an error into a line for the user and an exit code.
 
 Every subcommand's handler runs through :func:`run_handler`: an error the project raises on
-purpose (bad settings, a store made with other shards, a port in use, an API refusal), an OS or
-connection error, and a bad ``--handlers`` module all end as ``tether <command>: <message>`` on
-stderr with exit code 2. Anything else is a bug: one line too, naming the exception, and the
-traceback only with ``-v``.
+purpose (any :class:`~tether.protocol.errors.TetherError`: bad settings, a store made with other
+shards, a port in use, an API refusal), an OS or connection error, and a bad ``--handlers``
+module all end as ``tether <command>: <message>`` on stderr with exit code 2. Anything else is a
+bug: one line too, naming the exception, and the traceback only with ``-v``.
 """
 
 from __future__ import annotations
@@ -16,18 +16,7 @@ from collections.abc import Callable
 
 import httpx
 
-from broker_bridge.dynsec_admin import DynsecError
-from broker_bridge.errors import TetherError
-from broker_bridge.store.schema import SchemaError
-from broker_bridge.store.shard import StoreUnavailable
-from broker_bridge.store.sharded import StoreConfigError
-from devices.errors import DeviceError
-from mosquitto.config import BrokerConfigError
-from tether.protocol.errors import ProtocolError
-from tether_cli.client import ClientError
-from tether_cli.datadir_lock import DataDirError
-from tether_cli.fleet import ProvisioningError
-from tether_cli.stack import StackError
+from tether.protocol.errors import TetherError
 
 USAGE_EXIT = 2  # what argparse uses for a bad command line: the user can fix it
 BUG_EXIT = 70  # EX_SOFTWARE
@@ -35,22 +24,14 @@ INTERRUPTED_EXIT = 130
 
 Handler = Callable[[argparse.Namespace], int]
 
+# Every error the project raises on purpose is a TetherError, whatever its code: its message is
+# written for the person who reads it (a store made with other shards, a data directory in use,
+# an API refusal), so the whole tree is a user error. The rest are errors of the world outside.
 USER_ERRORS: tuple[type[BaseException], ...] = (
-    BrokerConfigError,
-    ClientError,
-    DataDirError,
-    DeviceError,
-    DynsecError,
+    TetherError,
     httpx.HTTPError,  # cannot reach the stack, or it answered nonsense
     ImportError,  # tether device --handlers module:attr
     OSError,  # ports, files, permissions; ConnectionError and TimeoutError are OSErrors
-    ProtocolError,
-    ProvisioningError,
-    SchemaError,
-    StackError,
-    StoreConfigError,
-    StoreUnavailable,
-    TetherError,
     sqlite3.Error,
 )
 

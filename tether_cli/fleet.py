@@ -15,11 +15,12 @@ from pathlib import Path
 
 import httpx
 
+from tether.protocol.errors import TetherError
 from tether.protocol.paths import api_path
 
 
-class ProvisioningError(RuntimeError):
-    pass
+class ProvisioningError(TetherError, RuntimeError):
+    """A simulated fleet could not be provisioned through the broker."""
 
 
 def numbered_ids(count: int, prefix: str = "sim-") -> list[str]:

@@ -30,6 +30,7 @@ from mosquitto.config import (
 )
 from mosquitto.process import MosquittoProcess, die_with_parent, port_in_use
 from tether.credentials import new_secret
+from tether.protocol.errors import TetherError
 from tether.settings import setting
 from tether.wording import plural
 from tether_cli.datadir_lock import DataDirLock
@@ -42,8 +43,8 @@ ADMIN_TOKEN_FILE = "admin-token"
 SIM_CREDENTIALS_FILE = "simulated-devices.json"
 
 
-class StackError(RuntimeError):
-    pass
+class StackError(TetherError, RuntimeError):
+    """The local stack cannot start: a port in use, a child that died while starting."""
 
 
 @dataclass(frozen=True, slots=True)

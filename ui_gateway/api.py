@@ -10,7 +10,7 @@ from starlette.responses import JSONResponse, Response
 from tether.protocol import CommandState, new_command_id, validate_device_id
 from ui_gateway.auth import Role
 from ui_gateway.context import Gateway, gateway_of
-from ui_gateway.errors import ApiError, bad_request
+from ui_gateway.errors import BadRequest, UnknownDevice
 from ui_gateway.requests import parse_send, query_bool, query_int, read_json_body
 
 
@@ -23,7 +23,7 @@ async def provision_device(request: Request) -> Response:
     gateway.authenticate(request, Role.ADMIN)
     body = await read_json_body(request, gateway.settings.max_body)
     if not isinstance(body, dict) or set(body) != {"id"}:
-        raise bad_request('the body must be {"id": "<device id>"}')
+        raise BadRequest('the body must be {"id": "<device id>"}')
     device_id = validate_device_id(body["id"])
     record, password = await gateway.service.provision(device_id)
     return JSONResponse(
@@ -59,7 +59,7 @@ async def _known_device(gateway: Gateway, device_id: str) -> dict[str, Any]:
     """The device's record, a revoked one too (its history stays readable), or 404."""
     record = await gateway.service.device(device_id)
     if record is None:
-        raise ApiError(404, "unknown_device", f"no device {device_id!r}")
+        raise UnknownDevice(f"no device {device_id!r}")
     return record
 
 
@@ -76,7 +76,7 @@ async def send_command(request: Request) -> Response:
     device_id = _device_id(request)
     body = await read_json_body(request, gateway.settings.max_body)
     if isinstance(body, dict) and ({"type", "ref", "device", "idempotency_key"} & set(body)):
-        raise ApiError(422, "bad_request", "fields type/ref/device belong to the WebSocket only")
+        raise BadRequest("fields type/ref/device belong to the WebSocket only", status=422)
     send = parse_send(body, request.headers.get("idempotency-key"))
     accepted = await gateway.service.send(send.command(new_command_id(), device_id))
     return Response(accepted.record_json, 202, media_type="application/json")
@@ -88,7 +88,7 @@ async def command_history(request: Request) -> Response:
     device_id = _device_id(request)
     state = request.query_params.get("state")
     if state is not None and state not in {s.value for s in CommandState}:
-        raise bad_request(f"?state must be one of {', '.join(s.value for s in CommandState)}")
+        raise BadRequest(f"?state must be one of {', '.join(s.value for s in CommandState)}")
     limit = query_int(request, "limit", 50, 1, gateway.settings.history_limit)
     before = request.query_params.get("before")
     await _known_device(gateway, device_id)
@@ -107,7 +107,7 @@ async def device_event_history(request: Request) -> Response:
     device_id = _device_id(request)
     kind = request.query_params.get("kind")
     if kind is not None and kind not in _EVENT_KINDS:
-        raise bad_request(f"?kind must be one of {', '.join(_EVENT_KINDS)}")
+        raise BadRequest(f"?kind must be one of {', '.join(_EVENT_KINDS)}")
     limit = query_int(request, "limit", 50, 1, gateway.settings.history_limit)
     await _known_device(gateway, device_id)
     kinds = (kind,) if kind else _EVENT_KINDS

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -12,22 +11,17 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Match, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from broker_bridge.errors import TetherError
-from tether.protocol import ProtocolError
-from tether.protocol.cursor import CursorError
 from tether.protocol.service import HISTORY_RANGES, CommandService
 from ui_gateway import api
 from ui_gateway.auth import Role, TokenTable
 from ui_gateway.context import Gateway, gateway_of
-from ui_gateway.errors import ApiError, handle_known_errors
+from ui_gateway.errors import BadRequest, NotFound, TetherError, error_response, handle_error
 from ui_gateway.figures import fleet_with_figures
 from ui_gateway.metrics import metrics_endpoint
 from ui_gateway.openapi import openapi_document
 from ui_gateway.settings import GatewaySettings
 from ui_gateway.sse import events_endpoint
 from ui_gateway.ws import websocket_endpoint
-
-log = logging.getLogger(__name__)
 
 
 async def dashboard(request: Request) -> Response:
@@ -45,7 +39,7 @@ async def history(request: Request) -> Response:
     gateway.authenticate(request, Role.VIEWER)
     range_name = request.query_params.get("range", "1h")
     if range_name not in HISTORY_RANGES:
-        raise ApiError(400, "bad_request", f"?range must be one of {', '.join(HISTORY_RANGES)}")
+        raise BadRequest(f"?range must be one of {', '.join(HISTORY_RANGES)}")
     return JSONResponse(await gateway.service.history(range_name))
 
 
@@ -98,13 +92,10 @@ def create_app(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={
-            ApiError: handle_known_errors,
-            TetherError: handle_known_errors,
-            ProtocolError: handle_known_errors,
-            CursorError: handle_known_errors,
+            TetherError: handle_error,
             404: _not_found,
             405: _not_allowed,
-            Exception: _internal_error,
+            Exception: handle_error,
         },
     )
     app.state.gateway = gateway
@@ -112,9 +103,7 @@ def create_app(
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
-    return JSONResponse(
-        {"error": {"code": "not_found", "message": f"no route {request.url.path}"}}, 404
-    )
+    return error_response(NotFound(f"no route {request.url.path}"))
 
 
 async def _not_allowed(request: Request, exc: Exception) -> Response:
@@ -123,16 +112,7 @@ async def _not_allowed(request: Request, exc: Exception) -> Response:
     for route in request.app.routes:
         if isinstance(route, Route) and route.matches(request.scope)[0] is Match.PARTIAL:
             allowed |= route.methods or set()
-    return JSONResponse(
-        {"error": {"code": "bad_request", "message": f"{request.method} is not allowed here"}},
-        405,
+    return error_response(
+        BadRequest(f"{request.method} is not allowed here", status=405),
         headers={"Allow": ", ".join(sorted(allowed))},
-    )
-
-
-async def _internal_error(request: Request, exc: Exception) -> Response:
-    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return JSONResponse(
-        {"error": {"code": "internal", "message": "internal error; the server log has details"}},
-        500,
     )

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ui_gateway.errors import ApiError, forbidden, unauthorized
+from ui_gateway.errors import Forbidden, Unauthorized
 
 
 class Role(enum.IntEnum):
@@ -33,7 +33,7 @@ class Principal:
 
     def require(self, role: Role) -> None:
         if self.role < role:
-            raise forbidden(
+            raise Forbidden(
                 f"this needs the {role.name.lower()} role; you are {self.role.name.lower()}"
             )
 
@@ -58,10 +58,10 @@ class TokenTable:
 
     def lookup(self, token: str | None) -> Principal:
         if not token:
-            raise unauthorized()
+            raise Unauthorized("a valid bearer token is required")
         who = self._by_digest.get(_digest(token))
         if who is None:
-            raise unauthorized("unknown or revoked token")
+            raise Unauthorized("unknown or revoked token")
         return who
 
     @classmethod
@@ -95,4 +95,4 @@ def bearer_token(
     return None
 
 
-__all__ = ["ApiError", "Principal", "Role", "TokenTable", "bearer_token"]
+__all__ = ["Principal", "Role", "TokenTable", "bearer_token"]

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from tether.protocol import MAX_ARGS_BYTES, ProtocolError
 from tether.protocol.payloads import encode_json, loads_strict, validate_args, validate_command_name
 from tether.protocol.service import NewCommand
-from ui_gateway.errors import ApiError, bad_request, too_large
+from ui_gateway.errors import BadRequest, TooLarge
 
 MAX_IDEMPOTENCY_KEY = 200
 IDEMPOTENCY_KEY_PATTERN = f"^[\\x20-\\x7e]{{1,{MAX_IDEMPOTENCY_KEY}}}$"
@@ -24,20 +24,20 @@ IDEMPOTENCY_KEY_RE = re.compile(f"[\x20-\x7e]{{1,{MAX_IDEMPOTENCY_KEY}}}")
 async def read_json_body(request: Request, limit: int) -> Any:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise too_large(f"the body is {declared} bytes; the limit is {limit}")
+        raise TooLarge(f"the body is {declared} bytes; the limit is {limit}")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise too_large(f"the body is over the limit of {limit} bytes")
+            raise TooLarge(f"the body is over the limit of {limit} bytes")
         chunks.append(chunk)
     raw = b"".join(chunks)
     if not raw:
-        raise bad_request("the body must be a JSON object")
+        raise BadRequest("the body must be a JSON object")
     try:
         return loads_strict(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise bad_request(f"the body is not valid JSON: {exc}") from None
+        raise BadRequest(f"the body is not valid JSON: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,18 +71,18 @@ class SendRequest:
 def parse_send(body: Any, idempotency_key: str | None) -> SendRequest:
     """Check a send request; raise 400/422-style errors that name the field."""
     if not isinstance(body, dict):
-        raise bad_request("the body must be a JSON object")
+        raise BadRequest("the body must be a JSON object")
     unknown = set(body) - {"name", "args", "ttl", "idempotency_key", "device", "type", "ref"}
     if unknown:
-        raise ApiError(422, "bad_request", f"unknown fields: {', '.join(sorted(unknown))}")
+        raise BadRequest(f"unknown fields: {', '.join(sorted(unknown))}", status=422)
     try:
         name = validate_command_name(body.get("name"), "send")
         args = body.get("args", {})
         if isinstance(args, dict) and len(encode_json(args)) > MAX_ARGS_BYTES:
-            raise too_large(f"args are over {MAX_ARGS_BYTES} bytes encoded")
+            raise TooLarge(f"args are over {MAX_ARGS_BYTES} bytes encoded")
         args = validate_args(args, "send")
     except ProtocolError as exc:
-        raise ApiError(422, "bad_request", str(exc)) from None
+        raise BadRequest(str(exc), status=422) from None
     ttl = body.get("ttl")
     if ttl is not None and (
         isinstance(ttl, bool)
@@ -91,11 +91,11 @@ def parse_send(body: Any, idempotency_key: str | None) -> SendRequest:
         or ttl <= 0
         or ttl > 366 * 24 * 3600
     ):
-        raise ApiError(422, "bad_request", "ttl must be a positive number of seconds (≤ 1 year)")
+        raise BadRequest("ttl must be a positive number of seconds (≤ 1 year)", status=422)
     if idempotency_key is not None and (
         not isinstance(idempotency_key, str) or not IDEMPOTENCY_KEY_RE.fullmatch(idempotency_key)
     ):
-        raise bad_request(
+        raise BadRequest(
             f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} visible ASCII characters or spaces"
         )
     return SendRequest(name, args, float(ttl) if ttl is not None else None, idempotency_key)
@@ -106,7 +106,7 @@ def query_bool(request: Request, name: str, default: bool) -> bool:
     if text is None:
         return default
     if text not in ("true", "false"):
-        raise bad_request(f"?{name} must be true or false")
+        raise BadRequest(f"?{name} must be true or false")
     return text == "true"
 
 
@@ -117,7 +117,7 @@ def query_int(request: Request, name: str, default: int, low: int, high: int) ->
     try:
         value = int(text)
     except ValueError:
-        raise bad_request(f"?{name} must be a whole number") from None
+        raise BadRequest(f"?{name} must be a whole number") from None
     if not low <= value <= high:
-        raise bad_request(f"?{name} must be between {low} and {high}")
+        raise BadRequest(f"?{name} must be between {low} and {high}")
     return value

@@ -20,12 +20,12 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from tether.protocol import new_command_id, validate_device_id
-from tether.protocol.cursor import Cursor, CursorError
+from tether.protocol.cursor import Cursor
 from tether.protocol.payloads import loads_strict
 from tether.protocol.service import Positioned, Reset, SubscriberTooSlow, command_id_of
 from ui_gateway.auth import Principal, Role
 from ui_gateway.context import Gateway, gateway_of
-from ui_gateway.errors import ApiError, as_api_error, error_body, error_response
+from ui_gateway.errors import BadRequest, TetherError, TooSlow, error_frame, error_response
 from ui_gateway.ordering import AcceptedFirst
 from ui_gateway.requests import parse_send
 
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 CLOSE_TOO_SLOW = 1013
 
 
-class ClientTooSlow(Exception):
+class ClientTooSlow(TooSlow):
     pass
 
 
@@ -94,8 +94,8 @@ class Connection:
         await self.overflowed.wait()
         raise ClientTooSlow
 
-    def post_error(self, ref: Any, error: ApiError) -> None:
-        self.post({"type": "error", "ref": ref, **error_body(error.code, error.message)})
+    def post_error(self, ref: Any, error: BaseException) -> None:
+        self.post(error_frame(ref, error))
 
     async def writer(self) -> None:
         while True:
@@ -125,15 +125,15 @@ class Connection:
                 return
             text = message.get("text")
             if text is None:  # a binary frame
-                self.post_error(None, ApiError(400, "bad_request", "frames must be JSON text"))
+                self.post_error(None, BadRequest("frames must be JSON text"))
                 continue
             try:
                 frame = loads_strict(text)
             except (ValueError, RecursionError):
-                self.post_error(None, ApiError(400, "bad_request", "frames must be JSON objects"))
+                self.post_error(None, BadRequest("frames must be JSON objects"))
                 continue
             if not isinstance(frame, dict):
-                self.post_error(None, ApiError(400, "bad_request", "frames must be JSON objects"))
+                self.post_error(None, BadRequest("frames must be JSON objects"))
                 continue
             self.handle(frame)
 
@@ -145,14 +145,14 @@ class Connection:
         elif kind in ("send", "cancel"):
             try:
                 self.principal.require(Role.OPERATOR)
-            except ApiError as exc:
+            except TetherError as exc:
                 self.post_error(ref, exc)
                 return
             task = asyncio.create_task(self.send(frame) if kind == "send" else self.cancel(frame))
             self.tasks.add(task)
             task.add_done_callback(self._finished)
         else:
-            self.post_error(ref, ApiError(400, "bad_request", f"unknown frame type {kind!r}"))
+            self.post_error(ref, BadRequest(f"unknown frame type {kind!r}"))
 
     async def send(self, frame: dict[str, Any]) -> None:
         ref = frame.get("ref")
@@ -168,7 +168,7 @@ class Connection:
                         request.command(command_id, device_id)
                     )
                 except Exception as exc:
-                    self.post_error(ref, as_api_error(exc))
+                    self.post_error(ref, exc)
                     return
                 self.post(
                     f'{{"type":"accepted","ref":{json.dumps(ref)},'
@@ -179,13 +179,13 @@ class Connection:
         ref = frame.get("ref")
         command_id = frame.get("command_id")
         if not isinstance(command_id, str) or not command_id:
-            self.post_error(ref, ApiError(400, "bad_request", "cancel needs a command_id"))
+            self.post_error(ref, BadRequest("cancel needs a command_id"))
             return
         with self.replying(command_id):
             try:
                 record = await self.gateway.service.cancel(command_id)
             except Exception as exc:
-                self.post_error(ref, as_api_error(exc))
+                self.post_error(ref, exc)
                 return
             self.post({"type": "accepted", "ref": ref, "command": record})
 
@@ -196,9 +196,8 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         principal = gateway.authenticate(websocket, Role.VIEWER, allow_query=True)
         text = websocket.query_params.get("last_event_id")
         cursor = gateway.service.decode_cursor(text) if text else None
-    except (ApiError, CursorError) as exc:
-        error = as_api_error(exc)
-        await websocket.send_denial_response(error_response(error))
+    except TetherError as exc:
+        await websocket.send_denial_response(error_response(exc))
         return
     await websocket.accept()
     if cursor is None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from tether.protocol.errors import TetherError
+
 _V1 = """
 CREATE TABLE devices (
     id TEXT PRIMARY KEY,
@@ -75,8 +77,8 @@ MIGRATIONS: list[str] = [_V1, _V2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-class SchemaError(RuntimeError):
-    pass
+class SchemaError(TetherError, RuntimeError):
+    """A shard whose schema this release cannot use (made by a newer one, or damaged)."""
 
 
 def migrate(conn: sqlite3.Connection) -> int:

@@ -33,6 +33,7 @@ from typing import Any, Generic, TypeVar
 
 from broker_bridge.store.schema import migrate
 from tether.protocol import utc_now
+from tether.protocol.errors import TetherError, Unavailable
 from tether.protocol.service import StoredEvent
 
 log = logging.getLogger(__name__)
@@ -298,11 +299,11 @@ class ShardWriter:
         return outcomes
 
 
-class _JobRaised(Exception):
-    pass
+class _JobRaised(TetherError):
+    """A job refused its change: the batch runs again with a savepoint per job."""
 
 
-class StoreUnavailable(RuntimeError):
+class StoreUnavailable(Unavailable, RuntimeError):
     """A shard could not commit: the write did not happen and may be retried."""
 
     def __init__(self, shard: int, reason: str) -> None:

@@ -20,6 +20,7 @@ from broker_bridge.store.shard import (
     WriterLoop,
     WriteTx,
 )
+from tether.protocol.errors import TetherError
 from tether.protocol.service import ShardStatus, StoredEvent
 
 T = TypeVar("T")
@@ -29,7 +30,7 @@ DEFAULT_SHARDS = 8
 DEFAULT_GROUPS = 2  # shard groups: each owned by one bridge worker at a time
 
 
-class StoreConfigError(RuntimeError):
+class StoreConfigError(TetherError, RuntimeError):
     """The store on disk does not match what was asked for (shard count, format, hash)."""
 
 

@@ -1,6 +1,6 @@
 """The wire contract as pure code: names, topics, payloads and command states. No IO here."""
 
-from tether.protocol.errors import ProtocolError
+from tether.protocol.errors import ProtocolError, TetherError
 from tether.protocol.ids import (
     CommandIdGenerator,
     is_valid_command_id,
@@ -49,6 +49,7 @@ __all__ = [
     "DeviceEventMessage",
     "ProtocolError",
     "StatusMessage",
+    "TetherError",
     "TopicRef",
     "Topics",
     "Verdict",

@@ -10,12 +10,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from tether.protocol.errors import BadRequest
+
 _PREFIX = "c1."
 _MAX_LENGTH = 4096
 _DIGITS = re.compile(r"[0-9a-z]{1,13}")
 
 
-class CursorError(ValueError):
+class CursorError(BadRequest, ValueError):
     """A cursor that cannot be read, or that belongs to a store with another shard count."""
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tether.protocol.cursor import Cursor
+from tether.protocol.errors import Unavailable
 
 Record = dict[str, Any]
 
@@ -61,7 +62,7 @@ class Reset:
     reason: str
 
 
-class SubscriberTooSlow(Exception):
+class SubscriberTooSlow(Unavailable):
     """A live stream fell too far behind; the client resumes from its cursor."""
 
 
