@@ -174,13 +174,19 @@ def plan(
     occasion: Occasion,
 ) -> Action:
     """What happens to ``command`` at ``now`` on ``occasion``. Never moves a command backwards:
-    a final one only settles, and only an undelivered one can expire or be given up."""
+    a final one only settles, and only an undelivered one can expire or be given up.
+
+    A ``delivered`` command is with the device. It is only asked again for its final ack, which
+    the broker may have lost; asking is not capped by ``max_attempts`` and does not move the
+    execution deadline, which the sweeper alone applies."""
     if command.state.is_terminal:
         return Settle()
     if occasion is Occasion.DUE and not _due(command, now):
         return Wait(command.due_at)
     if command.state is S.DELIVERED:
-        return _plan_delivered(command, device, now, policy, occasion)
+        if occasion is Occasion.HANDOFF:
+            return Publish(command.attempts + 1, command.due_at)
+        return _timeout_or_ask(command, device.online, now, policy)
     if is_expired(command.expires_at, now):
         return Expire()
     if not _reachable(command, device, occasion):
@@ -203,23 +209,14 @@ def _reachable(command: CommandView, device: DeviceView, occasion: Occasion) -> 
     return command.attempts > 0 or not device.known_offline
 
 
-def _plan_delivered(
-    command: CommandView,
-    device: DeviceView,
-    now: datetime,
-    policy: DeliveryPolicy,
-    occasion: Occasion,
+def _timeout_or_ask(
+    command: CommandView, online: bool, now: datetime, policy: DeliveryPolicy
 ) -> Action:
-    """The device has it. It is asked again for its final ack, which the broker may have lost;
-    asking neither counts against the attempts nor moves the execution deadline."""
-    asked = command.attempts + 1
-    if occasion is Occasion.HANDOFF:
-        return Publish(asked, command.due_at)
+    """The sweeper at a delivered command: its execution deadline passed, or ask again while
+    the device is online (a device still running it ignores the repeat)."""
     assert command.delivered_at is not None, "a delivered command has its delivered_at"
     deadline = execution_deadline(command.delivered_at, policy)
     if deadline <= format_time(now):
         return TimeOut(f"no final ack within {policy.execution_timeout:g} s of delivery")
     next_look = earliest(later(now, policy.redelivery_after), deadline)
-    if device.online:
-        return Publish(asked, next_look)
-    return Wait(next_look)
+    return Publish(command.attempts + 1, next_look) if online else Wait(next_look)
