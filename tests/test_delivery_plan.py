@@ -4,7 +4,6 @@ without SQLite; then the few store paths the one plan made consistent, on a real
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -270,7 +269,7 @@ def test_a_command_nobody_answers_ends_after_exactly_max_attempts_or_at_its_ttl(
         if not isinstance(action, Publish):
             break
         publishes += 1
-        command = replace(command, attempts=action.attempts, due_at=action.due_at)
+        command = command._replace(attempts=action.attempts, due_at=action.due_at)
         assert command.due_at is not None
         now = datetime.fromisoformat(command.due_at)  # the sweeper comes when it is due
         action = plan(command, device, now, policy, Occasion.DUE)

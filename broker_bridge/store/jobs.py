@@ -77,7 +77,7 @@ def _device_record(tx: WriteTx, device_id: str) -> Record:
 
 
 def create_device(tx: WriteTx, device_id: str, username: str, now: datetime) -> Record:
-    existing = device_row(tx.conn, device_id)
+    existing = device_row(tx.conn, device_id, "revoked_at")
     if existing is not None and existing["revoked_at"] is None:
         raise Conflict(f"device {device_id!r} already exists")
     # A revoked id may be provisioned again; its command history stays.
@@ -197,7 +197,7 @@ def end_presence_check(tx: WriteTx, now: datetime) -> None:
 def record_device_event(
     tx: WriteTx, device_id: str, name: str, data: Any, at: str, now: datetime
 ) -> bool:
-    known = device_row(tx.conn, device_id)
+    known = device_row(tx.conn, device_id, "revoked_at")
     if known is None or known["revoked_at"] is not None:
         return False
     touch_device(tx, device_id, now)
@@ -233,7 +233,7 @@ class Accepted:
 
 def accept_command(tx: WriteTx, new: NewCommand, now: datetime, policy: DeliveryPolicy) -> Accepted:
     conn = tx.conn
-    device = device_row(conn, new.device_id)
+    device = device_row(conn, new.device_id, "revoked_at, pending, online, status_seen")
     if device is None or device["revoked_at"] is not None:
         raise UnknownDevice(f"no device {new.device_id!r}")
     if new.idempotency_key is not None:
@@ -415,7 +415,7 @@ def cancel_command(tx: WriteTx, command_id: str, now: datetime) -> Cancelled:
     row = command_row(tx.conn, command_id)
     if row is None:
         raise NotFound(f"no command {command_id!r}")
-    device = device_row(tx.conn, row["device_id"])
+    device = device_row(tx.conn, row["device_id"], "features")
     cancelling = plan_cancel(
         CommandState(row["state"]),
         row["attempts"],

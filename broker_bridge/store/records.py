@@ -13,10 +13,11 @@ from tether.protocol import CommandState
 Record = dict[str, Any]
 
 
-def device_row(conn: sqlite3.Connection, device_id: str) -> sqlite3.Row | None:
-    """A device's row, revoked or not (the caller decides what a revoked one means)."""
+def device_row(conn: sqlite3.Connection, device_id: str, columns: str = "*") -> sqlite3.Row | None:
+    """A device's row, revoked or not (the caller decides what a revoked one means).
+    ``columns``: a constant list, where a hot path needs only a few (acceptance, events)."""
     row: sqlite3.Row | None = conn.execute(
-        "SELECT * FROM devices WHERE id = ?", (device_id,)
+        f"SELECT {columns} FROM devices WHERE id = ?", (device_id,)
     ).fetchone()
     return row
 
