@@ -18,6 +18,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from broker_bridge.counters import Counters
+from broker_bridge.delivery import seconds_left
 from broker_bridge.mqtt_session import MqttSession
 from broker_bridge.policy import DeliveryPolicy
 from broker_bridge.store import jobs
@@ -29,7 +30,6 @@ from tether.protocol import (
     CommandState,
     Topics,
     format_time,
-    parse_time,
 )
 from tether.protocol.internal import Answer, InternalTopics, encode_events
 from tether.protocol.service import StoredEvent
@@ -72,8 +72,8 @@ class Outbound:
         props.ContentType = "application/json"
         props.ResponseTopic = self.topics.ack(delivery.device_id)
         props.CorrelationData = delivery.id.encode()
-        if delivery.expires_at is not None:
-            left = (parse_time(delivery.expires_at) - _now()).total_seconds()
+        left = seconds_left(delivery.expires_at, _now())
+        if left is not None:
             if left <= 0:
                 return  # the sweeper ends it as expired
             props.MessageExpiryInterval = max(1, int(left))

@@ -12,9 +12,9 @@ import logging
 import pkgutil
 
 import pytest
-from tether_cli.errors import BUG_EXIT, USAGE_EXIT, run_handler
 
 from tether.protocol.errors import BadRequest, ProtocolError, TetherError, Unauthorized
+from tether_cli.errors import BUG_EXIT, USAGE_EXIT, run_handler
 from ui_gateway.errors import INTERNAL_MESSAGE, error_frame, error_response
 from ui_gateway.openapi import SCHEMAS
 

@@ -3,6 +3,8 @@
 Every state change goes through :func:`tether.protocol.decide`, so a duplicate, late or
 out-of-order input never moves a command backwards. Each change emits its event in the same
 transaction, so a change is committed before it is announced, and never announced if it is not.
+What the delivery policy does with a command (publish, hold, wait, expire, give up, time out) is
+decided by :func:`broker_bridge.delivery.plan`; the jobs here read rows and carry it out.
 """
 
 from __future__ import annotations
@@ -10,12 +12,33 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
+from broker_bridge import delivery
+from broker_bridge.delivery import (
+    CommandView,
+    DeviceView,
+    Expire,
+    GiveUp,
+    Hold,
+    Occasion,
+    Publish,
+    Settle,
+    TimeOut,
+    Wait,
+    later,
+    plan,
+)
 from broker_bridge.errors import Conflict, NotFound, QueueFull, UnknownDevice
 from broker_bridge.policy import DeliveryPolicy
-from broker_bridge.store.records import Record, command_record_json, device_record
+from broker_bridge.store.records import (
+    Record,
+    command_record_json,
+    command_row,
+    device_record,
+    device_row,
+)
 from broker_bridge.store.shard import WriteTx
 from tether.protocol import (
     PENDING_STATES,
@@ -25,7 +48,6 @@ from tether.protocol import (
     Verdict,
     decide,
     format_time,
-    parse_time,
 )
 from tether.protocol.outcomes import CancelMode, EndedBy, is_late, plan_cancel
 from tether.protocol.states import ALLOWED_SOURCES
@@ -44,29 +66,18 @@ def _json(value: Any) -> str:
     return _ENCODER.encode(value)
 
 
-def _command_row(conn: sqlite3.Connection, command_id: str) -> sqlite3.Row | None:
-    row: sqlite3.Row | None = conn.execute(
-        "SELECT * FROM commands WHERE id = ?", (command_id,)
-    ).fetchone()
-    return row
-
-
-def _later(now: datetime, seconds: float) -> str:
-    return format_time(now + timedelta(seconds=seconds))
-
-
-def _min_time(*values: str | None) -> str | None:
-    present = [v for v in values if v is not None]
-    return min(present) if present else None
-
-
 # --- devices ------------------------------------------------------------------------------
 
 
+def _device_record(tx: WriteTx, device_id: str) -> Record:
+    """The record of a device this job has just written."""
+    row = device_row(tx.conn, device_id)
+    assert row is not None, "a device written in this transaction is there"
+    return device_record(row)
+
+
 def create_device(tx: WriteTx, device_id: str, username: str, now: datetime) -> Record:
-    existing = tx.conn.execute(
-        "SELECT revoked_at FROM devices WHERE id = ?", (device_id,)
-    ).fetchone()
+    existing = device_row(tx.conn, device_id, "revoked_at")
     if existing is not None and existing["revoked_at"] is None:
         raise Conflict(f"device {device_id!r} already exists")
     # A revoked id may be provisioned again; its command history stays.
@@ -77,14 +88,13 @@ def create_device(tx: WriteTx, device_id: str, username: str, now: datetime) -> 
         "reconnects = '[]', status_seen = 0, confirmed = 0, features = '[]'",
         (device_id, username, format_time(now)),
     )
-    row = tx.conn.execute("SELECT * FROM devices WHERE id = ?", (device_id,)).fetchone()
-    record = device_record(row)
+    record = _device_record(tx, device_id)
     tx.emit("presence", device_id, record)
     return record
 
 
 def revoke_device(tx: WriteTx, device_id: str, now: datetime) -> Record:
-    row = tx.conn.execute("SELECT * FROM devices WHERE id = ?", (device_id,)).fetchone()
+    row = device_row(tx.conn, device_id)
     if row is None or row["revoked_at"] is not None:
         raise UnknownDevice(f"no device {device_id!r}")
     stamp = format_time(now)
@@ -97,9 +107,7 @@ def revoke_device(tx: WriteTx, device_id: str, now: datetime) -> Record:
     ).fetchall()
     for (command_id,) in undelivered:
         transition(tx, command_id, S.UNDELIVERABLE, now, error="device revoked")
-    record = device_record(
-        tx.conn.execute("SELECT * FROM devices WHERE id = ?", (device_id,)).fetchone()
-    )
+    record = _device_record(tx, device_id)
     tx.emit("presence", device_id, record)
     return record
 
@@ -126,13 +134,13 @@ def update_presence(
     """Record a status message. ``fresh_connect``: a live (not retained) ``online`` status, i.e.
     the device just connected, even if we never saw it leave (a broker crash loses Last Wills).
     ``live``: not a retained replay; only the device itself confirms that it is online."""
-    row = tx.conn.execute("SELECT * FROM devices WHERE id = ?", (device_id,)).fetchone()
+    row = device_row(tx.conn, device_id)
     if row is None or row["revoked_at"] is not None:
         return PresenceChange(known=False, changed=False, came_online=False)
     stamp = format_time(now)
     was_online = bool(row["online"])
     came_online = online and (not was_online or fresh_connect)
-    reconnects = [t for t in json.loads(row["reconnects"]) if t > _later(now, -3600)]
+    reconnects = [t for t in json.loads(row["reconnects"]) if t > later(now, -3600)]
     connected_since = row["connected_since"]
     if came_online:
         reconnects.append(stamp)
@@ -156,8 +164,7 @@ def update_presence(
     changed = online != was_online or came_online or confirmed != row["confirmed"]
     record = None
     if changed:
-        fresh = tx.conn.execute("SELECT * FROM devices WHERE id = ?", (device_id,)).fetchone()
-        record = device_record(fresh)
+        record = _device_record(tx, device_id)
         tx.emit("presence", device_id, record)
     return PresenceChange(True, changed, came_online, record)
 
@@ -190,10 +197,8 @@ def end_presence_check(tx: WriteTx, now: datetime) -> None:
 def record_device_event(
     tx: WriteTx, device_id: str, name: str, data: Any, at: str, now: datetime
 ) -> bool:
-    known = tx.conn.execute(
-        "SELECT 1 FROM devices WHERE id = ? AND revoked_at IS NULL", (device_id,)
-    ).fetchone()
-    if known is None:
+    known = device_row(tx.conn, device_id, "revoked_at")
+    if known is None or known["revoked_at"] is not None:
         return False
     touch_device(tx, device_id, now)
     tx.emit("device_event", device_id, {"device": device_id, "name": name, "data": data, "at": at})
@@ -228,10 +233,7 @@ class Accepted:
 
 def accept_command(tx: WriteTx, new: NewCommand, now: datetime, policy: DeliveryPolicy) -> Accepted:
     conn = tx.conn
-    device = conn.execute(
-        "SELECT revoked_at, pending, online, status_seen FROM devices WHERE id = ?",
-        (new.device_id,),
-    ).fetchone()
+    device = device_row(conn, new.device_id, "revoked_at, pending, online, status_seen")
     if device is None or device["revoked_at"] is not None:
         raise UnknownDevice(f"no device {new.device_id!r}")
     if new.idempotency_key is not None:
@@ -255,27 +257,30 @@ def accept_command(tx: WriteTx, new: NewCommand, now: datetime, policy: Delivery
             f"(limit {policy.pending_limit})"
         )
     stamp = format_time(now)
-    ttl = new.ttl if new.ttl is not None else policy.default_ttl
-    expires_at = _later(now, ttl) if ttl is not None else None
+    expires_at = delivery.expires_at(now, new.ttl, policy)
     # A device known to be offline gets nothing in its broker session: the command waits here,
     # where cancel and TTL are exact, and goes out when the device is back (redeliver_device).
-    held = bool(device["status_seen"]) and not device["online"]
+    action = plan(
+        CommandView(S.QUEUED, 0, expires_at), _device_view(device), now, policy, Occasion.HANDOFF
+    )
+    if isinstance(action, Publish):
+        attempts, last_attempt_at, due_at = action.attempts, stamp, action.due_at
+    else:  # held (or ended at once, below): only the TTL is due
+        attempts, last_attempt_at, due_at = 0, None, expires_at
     row: dict[str, Any] = {
         "id": new.id,
         "device_id": new.device_id,
         "name": new.name,
         "args": _json(new.args),
         "state": S.QUEUED.value,
-        "attempts": 0 if held else 1,
+        "attempts": attempts,
         "idempotency_key": new.idempotency_key,
         "request_hash": new.request_hash,
         "issued_at": stamp,
         "expires_at": expires_at,
         "queued_at": stamp,
-        "last_attempt_at": None if held else stamp,
-        "due_at": expires_at
-        if held
-        else _min_time(_later(now, policy.redelivery_after), expires_at),
+        "last_attempt_at": last_attempt_at,
+        "due_at": due_at,
     }
     cur = conn.execute(
         f"INSERT INTO commands ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
@@ -294,12 +299,17 @@ def accept_command(tx: WriteTx, new: NewCommand, now: datetime, policy: Delivery
     }
     record_json = command_record_json(row)
     tx.emit("command", new.device_id, record_json)
-    if held:
-        return Accepted(record_json, created=True)
-    delivery = Delivery(
-        int(cur.lastrowid or 0), new.id, new.device_id, new.name, new.args, stamp, expires_at
-    )
-    return Accepted(record_json, created=True, delivery=delivery)
+    match action:
+        case Publish():
+            seq = int(cur.lastrowid or 0)
+            first = Delivery(seq, new.id, new.device_id, new.name, new.args, stamp, expires_at)
+            return Accepted(record_json, created=True, delivery=first)
+        case Expire() | GiveUp() | TimeOut():  # only a TTL of 0 or less: it ends at once
+            ended = transition(tx, new.id, action.state, now, error=action.error)
+            assert ended.record_json is not None
+            return Accepted(ended.record_json, created=True)
+        case _:
+            return Accepted(record_json, created=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,8 +355,7 @@ def transition(
         sets["sent_at"] = stamp
     elif target is S.DELIVERED:
         sets["delivered_at"] = stamp
-        chosen = policy or DeliveryPolicy()
-        sets["due_at"] = _later(now, min(chosen.redelivery_after, chosen.execution_timeout))
+        sets["due_at"] = delivery.delivered_due(now, policy or DeliveryPolicy())
     if target.is_terminal:
         sets["finished_at"] = stamp
         sets["due_at"] = None
@@ -382,7 +391,7 @@ def transition(
 def _not_applied(
     tx: WriteTx, command_id: str, target: CommandState, device_id: str | None
 ) -> Transition:
-    found = _command_row(tx.conn, command_id)
+    found = command_row(tx.conn, command_id)
     if found is None:
         return Transition(None, reason="unknown command")
     if device_id is not None and found["device_id"] != device_id:
@@ -409,25 +418,31 @@ class Cancelled:
 
 def cancel_command(tx: WriteTx, command_id: str, now: datetime) -> Cancelled:
     """An operator's cancel, as :func:`tether.protocol.outcomes.plan_cancel` decides it."""
-    row = _command_row(tx.conn, command_id)
+    row = command_row(tx.conn, command_id)
     if row is None:
         raise NotFound(f"no command {command_id!r}")
-    features = tx.conn.execute(
-        "SELECT features FROM devices WHERE id = ?", (row["device_id"],)
-    ).fetchone()
-    plan = plan_cancel(
-        CommandState(row["state"]), row["attempts"], json.loads(features[0]) if features else []
+    device = device_row(tx.conn, row["device_id"], "features")
+    cancelling = plan_cancel(
+        CommandState(row["state"]),
+        row["attempts"],
+        json.loads(device["features"]) if device is not None else [],
     )
-    if plan.mode is None:
-        raise Conflict(plan.reason)
+    if cancelling.mode is None:
+        raise Conflict(cancelling.reason)
     error = "cancelled by an operator"
-    if plan.mode is CancelMode.REQUESTED:
+    if cancelling.mode is CancelMode.REQUESTED:
         error += "; it had been handed to the broker, so the device may still run it"
     outcome = transition(
-        tx, command_id, S.CANCELLED, now, error=error, ended_by=EndedBy.OPERATOR, cancel=plan.mode
+        tx,
+        command_id,
+        S.CANCELLED,
+        now,
+        error=error,
+        ended_by=EndedBy.OPERATOR,
+        cancel=cancelling.mode,
     )
     assert outcome.applied and outcome.record is not None, "plan_cancel and the table disagree"
-    return Cancelled(outcome.record, plan.notify_device)
+    return Cancelled(outcome.record, cancelling.notify_device)
 
 
 # --- device reports -----------------------------------------------------------------------
@@ -455,7 +470,7 @@ def record_ack(
     tx.conn.execute("UPDATE devices SET confirmed = 1 WHERE id = ? AND confirmed = 0", (device_id,))
     if outcome.applied:
         return outcome
-    row = _command_row(tx.conn, ack.id)
+    row = command_row(tx.conn, ack.id)
     assert row is not None
     late = json.loads(row["late"]) if row["late"] is not None else None
     if not is_late(
@@ -514,38 +529,57 @@ class Delivery:
     expires_at: str | None
 
 
-def _attempt(
-    tx: WriteTx, row: sqlite3.Row, now: datetime, policy: DeliveryPolicy
-) -> Delivery | None:
-    """Count one more publish of ``row``, or end it as undeliverable if attempts are used up.
+def _device_view(row: sqlite3.Row) -> DeviceView:
+    return DeviceView(online=bool(row["online"]), status_seen=bool(row["status_seen"]))
 
-    A ``delivered`` command is published again only to ask for its final ack, which the broker
-    may have lost: the device answers with its stored ack and does not run it again. That neither
-    counts against the attempts nor moves its execution deadline."""
-    if row["state"] == S.DELIVERED.value:
-        tx.conn.execute(
-            "UPDATE commands SET attempts = attempts + 1, last_attempt_at = ? WHERE seq = ?",
-            (format_time(now), row["seq"]),
-        )
-    elif row["attempts"] >= policy.max_attempts:
-        transition(
-            tx,
-            row["id"],
-            S.UNDELIVERABLE,
-            now,
-            error=f"not received after {row['attempts']} delivery attempts",
-        )
-        return None
-    else:
-        tx.conn.execute(
-            "UPDATE commands SET attempts = attempts + 1, last_attempt_at = ?, due_at = ? "
-            "WHERE seq = ?",
-            (
-                format_time(now),
-                _min_time(_later(now, policy.redelivery_after), row["expires_at"]),
-                row["seq"],
-            ),
-        )
+
+def _command_view(row: sqlite3.Row) -> CommandView:
+    return CommandView(
+        CommandState(row["state"]),
+        row["attempts"],
+        row["expires_at"],
+        row["delivered_at"],
+        row["due_at"],
+    )
+
+
+# A command row with what the plan needs of its device (no column of ``commands`` has these names).
+_PLANNED = (
+    "SELECT c.*, d.online, d.status_seen FROM commands c JOIN devices d ON d.id = c.device_id "
+)
+
+
+def _carry_out(
+    tx: WriteTx, rows: list[sqlite3.Row], now: datetime, policy: DeliveryPolicy, occasion: Occasion
+) -> list[Delivery]:
+    """Plan each row (a ``_PLANNED`` row), in order, and do what the plan says: one UPDATE or
+    one transition each. Returns what to publish, in this order."""
+    out = []
+    for row in rows:
+        action = plan(_command_view(row), _device_view(row), now, policy, occasion)
+        match action:
+            case Publish(attempts=attempts, due_at=due_at):
+                tx.conn.execute(
+                    "UPDATE commands SET attempts = ?, last_attempt_at = ?, due_at = ? "
+                    "WHERE seq = ?",
+                    (attempts, format_time(now), due_at, row["seq"]),
+                )
+                out.append(_delivery(row))
+            case Hold(until=until) | Wait(until=until):
+                _look_again(tx, row, until)
+            case Settle():
+                _look_again(tx, row, None)
+            case Expire() | GiveUp() | TimeOut():
+                transition(tx, row["id"], action.state, now, error=action.error)
+    return out
+
+
+def _look_again(tx: WriteTx, row: sqlite3.Row, due_at: str | None) -> None:
+    if due_at != row["due_at"]:
+        tx.conn.execute("UPDATE commands SET due_at = ? WHERE seq = ?", (due_at, row["seq"]))
+
+
+def _delivery(row: sqlite3.Row) -> Delivery:
     return Delivery(
         row["seq"],
         row["id"],
@@ -563,106 +597,40 @@ def redeliver_device(
     """The device came (back) online: publish everything it has not finished, in order (the
     broker may have lost commands, and final acks, while it was away)."""
     rows = tx.conn.execute(
-        "SELECT * FROM commands WHERE device_id = ? AND state IN (?, ?, ?) ORDER BY seq",
+        _PLANNED + "WHERE c.device_id = ? AND c.state IN (?, ?, ?) ORDER BY c.seq",
         (device_id, *_UNFINISHED),
     ).fetchall()
-    out = []
-    for row in rows:
-        expired = row["expires_at"] is not None and row["expires_at"] <= format_time(now)
-        if expired and row["state"] in _UNDELIVERED:
-            transition(tx, row["id"], S.EXPIRED, now, error="expired before delivery")
-            continue
-        delivery = _attempt(tx, row, now, policy)
-        if delivery is not None:
-            out.append(delivery)
-    return out
+    return _carry_out(tx, rows, now, policy, Occasion.HANDOFF)
 
 
 def redeliver_online(tx: WriteTx, now: datetime, policy: DeliveryPolicy) -> list[Delivery]:
     """After the bridge reconnected: publish again every unfinished command of online devices."""
     rows = tx.conn.execute(
-        "SELECT c.* FROM commands c JOIN devices d ON d.id = c.device_id "
-        "WHERE d.online = 1 AND c.state IN (?, ?, ?) ORDER BY c.seq",
+        _PLANNED + "WHERE d.online = 1 AND c.state IN (?, ?, ?) ORDER BY c.seq",
         _UNFINISHED,
     ).fetchall()
-    out = []
-    for row in rows:
-        delivery = _attempt(tx, row, now, policy)
-        if delivery is not None:
-            out.append(delivery)
-    return out
+    return _carry_out(tx, rows, now, policy, Occasion.HANDOFF)
 
 
 def resume_queued(tx: WriteTx, now: datetime, policy: DeliveryPolicy) -> list[Delivery]:
-    """At bridge start: commands the broker never acknowledged are published again at once."""
+    """At bridge start: commands the broker never acknowledged are published again at once.
+    (The query leaves out the commands held for a device known to be offline: the plan would
+    hold them anyway.)"""
     rows = tx.conn.execute(
-        "SELECT c.* FROM commands c JOIN devices d ON d.id = c.device_id "
-        "WHERE c.state = ? AND (c.attempts > 0 OR d.online = 1 OR d.status_seen = 0) "
+        _PLANNED + "WHERE c.state = ? AND (c.attempts > 0 OR d.online = 1 OR d.status_seen = 0) "
         "ORDER BY c.seq",
         (S.QUEUED.value,),
     ).fetchall()
-    out = []
-    for row in rows:
-        if row["expires_at"] is not None and row["expires_at"] <= format_time(now):
-            transition(tx, row["id"], S.EXPIRED, now, error="expired before delivery")
-            continue
-        delivery = _attempt(tx, row, now, policy)
-        if delivery is not None:
-            out.append(delivery)
-    return out
+    return _carry_out(tx, rows, now, policy, Occasion.HANDOFF)
 
 
 def sweep_due(tx: WriteTx, now: datetime, policy: DeliveryPolicy) -> list[Delivery]:
     """Apply TTLs, execution timeouts and redelivery to the commands that fell due."""
-    stamp = format_time(now)
     rows = tx.conn.execute(
-        "SELECT c.*, d.online AS device_online FROM commands c "
-        "JOIN devices d ON d.id = c.device_id "
-        "WHERE c.due_at IS NOT NULL AND c.due_at <= ? ORDER BY c.seq LIMIT ?",
-        (stamp, policy.sweep_batch),
+        _PLANNED + "WHERE c.due_at IS NOT NULL AND c.due_at <= ? ORDER BY c.seq LIMIT ?",
+        (format_time(now), policy.sweep_batch),
     ).fetchall()
-    out = []
-    for row in rows:
-        state = CommandState(row["state"])
-        if state.is_terminal:
-            tx.conn.execute("UPDATE commands SET due_at = NULL WHERE seq = ?", (row["seq"],))
-        elif (
-            row["expires_at"] is not None
-            and row["expires_at"] <= stamp
-            and state in (S.QUEUED, S.SENT)
-        ):
-            transition(tx, row["id"], S.EXPIRED, now, error="expired before delivery")
-        elif state is S.DELIVERED:
-            deadline = _later(parse_time(row["delivered_at"]), policy.execution_timeout)
-            if deadline <= stamp:
-                transition(
-                    tx,
-                    row["id"],
-                    S.TIMED_OUT,
-                    now,
-                    error=f"no final ack within {policy.execution_timeout:g} s of delivery",
-                )
-                continue
-            # Still running, or its final ack was lost (a broker under overload drops messages
-            # to a slow subscriber): ask again while online. A device that finished it answers
-            # with its stored ack; one still running ignores the repeat.
-            if row["device_online"]:
-                delivery = _attempt(tx, row, now, policy)
-                if delivery is not None:
-                    out.append(delivery)
-            next_look = _min_time(_later(now, policy.redelivery_after), deadline)
-            tx.conn.execute("UPDATE commands SET due_at = ? WHERE seq = ?", (next_look, row["seq"]))
-        elif row["device_online"]:
-            delivery = _attempt(tx, row, now, policy)
-            if delivery is not None:
-                out.append(delivery)
-        else:
-            # Offline: the broker holds it; the device's return triggers redelivery. Until
-            # then only the TTL can end it.
-            tx.conn.execute(
-                "UPDATE commands SET due_at = ? WHERE seq = ?", (row["expires_at"], row["seq"])
-            )
-    return out
+    return _carry_out(tx, rows, now, policy, Occasion.DUE)
 
 
 # --- retention ----------------------------------------------------------------------------

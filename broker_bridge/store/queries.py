@@ -8,7 +8,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker_bridge.latency import FINE_BOUNDS
-from broker_bridge.store.records import Record, command_record, device_record
+from broker_bridge.store.records import (
+    Record,
+    command_record,
+    command_row,
+    device_record,
+    device_row,
+)
 from tether.protocol import PENDING_STATES
 from tether.protocol.service import StoredEvent
 
@@ -17,7 +23,7 @@ _PENDING_SQL = ",".join("?" * len(_PENDING))
 
 
 def get_command(conn: sqlite3.Connection, command_id: str) -> Record | None:
-    row = conn.execute("SELECT * FROM commands WHERE id = ?", (command_id,)).fetchone()
+    row = command_row(conn, command_id)
     return command_record(row) if row else None
 
 
@@ -48,11 +54,8 @@ def get_device(
 ) -> Record | None:
     """A device with its last command; a revoked one only with ``include_revoked`` (its record
     says ``revoked``): its history stays readable, but it is gone for sends and provisioning."""
-    sql = "SELECT * FROM devices WHERE id = ?"
-    if not include_revoked:
-        sql += " AND revoked_at IS NULL"
-    row = conn.execute(sql, (device_id,)).fetchone()
-    if row is None:
+    row = device_row(conn, device_id)
+    if row is None or (row["revoked_at"] is not None and not include_revoked):
         return None
     record = device_record(row)
     last = conn.execute(

@@ -1,4 +1,5 @@
-"""Rows to the JSON records the API and the event stream show."""
+"""Rows to the JSON records the API and the event stream show, and the two row reads that
+every path shares (a write job's connection or a reader's)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,22 @@ from typing import Any
 from tether.protocol import CommandState
 
 Record = dict[str, Any]
+
+
+def device_row(conn: sqlite3.Connection, device_id: str, columns: str = "*") -> sqlite3.Row | None:
+    """A device's row, revoked or not (the caller decides what a revoked one means).
+    ``columns``: a constant list, where a hot path needs only a few (acceptance, events)."""
+    row: sqlite3.Row | None = conn.execute(
+        f"SELECT {columns} FROM devices WHERE id = ?", (device_id,)
+    ).fetchone()
+    return row
+
+
+def command_row(conn: sqlite3.Connection, command_id: str) -> sqlite3.Row | None:
+    row: sqlite3.Row | None = conn.execute(
+        "SELECT * FROM commands WHERE id = ?", (command_id,)
+    ).fetchone()
+    return row
 
 
 def _dumps(value: str | None) -> str:
