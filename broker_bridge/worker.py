@@ -52,6 +52,7 @@ class Worker:
         self.owners: dict[int, Bridge] = {}
         self.changed = threading.Condition()
         self._free_since: dict[int, float] = {}
+        self.ever_owned = False
 
     @property
     def share(self) -> int:
@@ -94,9 +95,12 @@ class Worker:
             bridge = Bridge(settings)
             bridge.start()
         except Exception:
-            log.exception("could not start the owner of group %d; releasing it", group)
             lease.release()
+            if not self.ever_owned:
+                raise  # a worker that cannot start at all (bad login, bad store) says why
+            log.exception("could not start the owner of group %d; releasing it", group)
             return
+        self.ever_owned = True
         log.info(
             "%s owns group %d (shards %s), started in %.2f s",
             self.settings.name,

@@ -11,6 +11,7 @@ import sys
 import uvicorn
 
 from broker_bridge.remote import RemoteService, RemoteSettings
+from broker_bridge.store.sharded import check_layout
 from tether_cli.bridge import add_bridge_flags, bridge_settings
 from tether_cli.broker import add_broker_flags
 from tether_cli.flags import add_flags, build
@@ -33,6 +34,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         print("tether: no tokens: set TETHER_ADMIN_TOKEN or pass --tokens-file", file=sys.stderr)
         return 2
     bridge = bridge_settings(args)
+    check_layout(bridge.data_dir, bridge.shards)
     gateway: GatewaySettings = build(GatewaySettings, args)
     service = RemoteService(RemoteSettings(bridge.data_dir, bridge.mqtt, bridge.prefix))
     config = uvicorn_config(service, tokens, gateway)

@@ -1,9 +1,11 @@
 """``tether up``: the whole local stack under one supervisor.
 
-Mosquitto (own config, own data directory), the gateway with the bridge, and optionally a
-simulated fleet provisioned through the real API. Children get SIGTERM if this process dies
-(Linux parent-death signal); Ctrl-C or SIGTERM stops them in reverse order. Everything lives in
-the data directory, so running it again resumes: commands, broker sessions, credentials.
+Mosquitto (own config, own data directory), bridge workers (each owns shard groups of the
+store), stateless gateways sharing the HTTP port, and optionally a simulated fleet provisioned
+through the real API. A worker or gateway that dies is started again. Children get SIGTERM if
+this process dies (Linux parent-death signal); Ctrl-C or SIGTERM stops them in reverse order.
+Everything lives in the data directory, so running it again resumes: commands, broker
+sessions, credentials.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import IO, Any
 import httpx
 
 from broker_bridge.bridge import BridgeSettings
+from broker_bridge.store.sharded import StoreConfigError, open_layout
 from devices.simulator import SimOptions
 from mosquitto.config import (
     BrokerConfigError,
@@ -69,7 +72,22 @@ class StackSettings:
         help="share of commands the simulated devices fail (0..1)",
     )
     sim_prefix: str = default_of(ProvisionOptions, "id_prefix")
+    workers: int = setting(
+        0,
+        default_text="the cores, at most the shard groups",
+        help="bridge worker processes (each owns shard groups of the store)",
+    )
+    gateways: int = setting(
+        0, default_text="half the cores, at least 1", help="gateway processes on the HTTP port"
+    )
     start_timeout: float = 60.0
+    restart_limit: int = 5  # restarts of one child within a minute before giving up
+
+    def worker_count(self, groups: int) -> int:
+        return self.workers or max(1, min(os.cpu_count() or 1, groups))
+
+    def gateway_count(self) -> int:
+        return self.gateways or max(1, (os.cpu_count() or 1) // 2)
 
 
 def _say(text: str) -> None:
@@ -163,6 +181,7 @@ class Stack:
         self.logs = self.data_dir / "logs"
         self.broker: MosquittoProcess | None = None
         self.children: list[Child] = []
+        self.restarts: dict[str, list[float]] = {}
         self.token = ""
         self._stop = threading.Event()
 
@@ -214,30 +233,18 @@ class Stack:
             raise StackError(str(exc)) from None
         self._done(started, f"(pid {self.broker.pid})")
 
-        started = self._step(2, total, f"bridge and gateway on {self.url}")
-        env = {**os.environ, "TETHER_ADMIN_TOKEN": self.token}
-        gateway_env = {**env, **self.lock.child_env()}  # the gateway shares the data dir lock
-        argv = [
-            sys.executable,
-            "-m",
-            "tether_cli",
-            "gateway",
-            "--data-dir",
-            str(self.data_dir),
-            "--mqtt-port",
-            str(s.mqtt_port),
-            "--http-host",
-            s.http_host,
-            "--http-port",
-            str(s.http_port),
-        ]
-        if s.shards is not None:
-            argv += ["--shards", str(s.shards)]
-        gateway = Child(
-            "gateway", argv, self.logs / "gateway.log", gateway_env, pass_fds=(self.lock.fd,)
+        groups = self._store_groups()
+        workers, gateways = s.worker_count(groups), s.gateway_count()
+        started = self._step(
+            2,
+            total,
+            f"{plural(workers, 'bridge worker')} and {plural(gateways, 'gateway')} on {self.url}",
         )
-        self.children.append(gateway)
-        self._wait_ready(gateway)
+        for index in range(workers):
+            self._spawn(self._worker_argv(index, workers), f"worker-{index}")
+        for index in range(gateways):
+            self._spawn(self._gateway_argv(), f"gateway-{index}")
+        self._wait_ready()
         self._done(started)
 
         step = 3
@@ -266,7 +273,7 @@ class Stack:
                     str(s.sim_failure_rate),
                 ],
                 self.logs / "simulator.log",
-                env,
+                {**os.environ, "TETHER_ADMIN_TOKEN": self.token},
             )
             self.children.append(sim)
             self._done(started)
@@ -279,25 +286,60 @@ class Stack:
             self._done(started)
         self._announce()
 
-    def _wait_ready(self, gateway: Child) -> None:
+    def _store_groups(self) -> int:
+        """The store's shard groups (made now for a new store, so every worker agrees)."""
+        try:
+            return open_layout(self.data_dir / "store", self.settings.shards)[1]
+        except StoreConfigError as exc:
+            print("failed", flush=True)
+            raise StackError(str(exc)) from None
+
+    def _common_argv(self, command: str) -> list[str]:
+        s = self.settings
+        argv = [sys.executable, "-m", "tether_cli", command, "--data-dir", str(self.data_dir)]
+        argv += ["--mqtt-port", str(s.mqtt_port)]
+        if s.shards is not None:
+            argv += ["--shards", str(s.shards)]
+        return argv
+
+    def _worker_argv(self, index: int, workers: int) -> list[str]:
+        worker = ["--worker-name", f"worker-{index}", "--worker-index", str(index)]
+        return [*self._common_argv("bridge"), *worker, "--workers", str(workers)]
+
+    def _gateway_argv(self) -> list[str]:
+        s = self.settings
+        http = ["--http-host", s.http_host, "--http-port", str(s.http_port)]
+        return [*self._common_argv("gateway"), *http]
+
+    def _spawn(self, argv: list[str], name: str) -> Child:
+        env = {**os.environ, "TETHER_ADMIN_TOKEN": self.token}
+        child = Child(name, argv, self.logs / f"{name}.log", env)
+        self.children.append(child)
+        self.restarts.setdefault(name, [])
+        return child
+
+    def _servers(self) -> list[Child]:
+        return [c for c in self.children if c.name.startswith(("worker-", "gateway-"))]
+
+    def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.settings.start_timeout
         with httpx.Client(base_url=self.url, timeout=2) as client:
             while True:
-                if not gateway.alive():
-                    print("failed", flush=True)
-                    raise StackError(
-                        f"the gateway exited while starting; its log:\n{gateway.log_tail()}"
-                    )
+                for child in self._servers():
+                    if not child.alive():
+                        print("failed", flush=True)
+                        raise StackError(
+                            f"{child.name} exited while starting; its log:\n{child.log_tail()}"
+                        )
                 try:
                     if client.get("/readyz").status_code == 200:
                         return
                 except httpx.HTTPError:
                     pass
                 if time.monotonic() > deadline:
-                    raise StackError(
-                        f"the gateway was not ready in time; its log:\n{gateway.log_tail()}"
-                    )
-                time.sleep(0.1)  # polling readiness of a child process
+                    tails = "\n".join(f"{c.name}:\n{c.log_tail()}" for c in self._servers())
+                    raise StackError(f"the stack was not ready in time; the logs:\n{tails}")
+                time.sleep(0.1)  # polling readiness of child processes
 
     def _api(self) -> httpx.Client:
         return httpx.Client(
@@ -345,19 +387,35 @@ class Stack:
         _say("Ctrl-C stops everything.")
 
     def wait(self) -> int:
-        """Until a signal (0) or a child dies on its own (1)."""
+        """Until a signal (0), or a child that cannot be kept running dies (1). A worker or a
+        gateway that dies is started again (its groups are meanwhile taken over by another
+        worker, its clients served by another gateway); one that keeps dying stops the stack."""
         while not self._stop.wait(0.5):
-            for child in self.children:
-                if not child.alive():
+            for child in list(self.children):
+                if child.alive():
+                    continue
+                if child in self._servers() and self._may_restart(child.name):
                     _say(
-                        f"tether: {child.name} exited ({child.proc.returncode}); "
-                        f"its log:\n{child.log_tail()}"
+                        f"tether: {child.name} exited ({child.proc.returncode}); starting it again"
                     )
-                    return 1
+                    self.children.remove(child)
+                    self._spawn(child.proc.args, child.name)  # type: ignore[arg-type]
+                    continue
+                _say(
+                    f"tether: {child.name} exited ({child.proc.returncode}); "
+                    f"its log:\n{child.log_tail()}"
+                )
+                return 1
             if self.broker is not None and not self.broker.running:
                 _say(f"tether: the broker exited; its log:\n{self.broker.log_tail()}")
                 return 1
         return 0
+
+    def _may_restart(self, name: str) -> bool:
+        now = time.monotonic()
+        recent = [t for t in self.restarts.get(name, []) if now - t < 60]
+        self.restarts[name] = [*recent, now]
+        return len(recent) < self.settings.restart_limit
 
     def request_stop(self, *_: Any) -> None:
         self._stop.set()

@@ -99,6 +99,13 @@ def open_layout(
     return count, int(stored)
 
 
+def check_layout(data_dir: Path, shard_count: int | None) -> None:
+    """Refuse a shard count the existing store was not made with (nothing is written)."""
+    manifest = read_manifest(data_dir)
+    if manifest is not None:
+        _shard_count(data_dir, manifest, shard_count)
+
+
 class StoreReader:
     """Read-only access to every shard of a store: what any process may open, next to the one
     process that writes each shard (SQLite's WAL lets readers and a writer work at once)."""
