@@ -207,6 +207,7 @@ class Bridge:
             )
             resumed.add_done_callback(self._deliver)
             resumed.result()
+        self.requests.open()  # after the resumed commands went out: new ones come after them
         self.publish_status()
         self.sweeper.start()
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -51,14 +52,34 @@ class RequestHandler:
         self.outbound = outbound
         self.counters = counters
         self._answers_under = internal.response("")
+        # Until the owner has resumed its queued commands, requests wait (in arrival order):
+        # a new command must not overtake older ones still to be published.
+        self._lock = threading.Lock()
+        self._open = False
+        self._waiting: list[mqtt.MQTTMessage] = []
         # Device administration talks to the broker's dynamic security plugin and blocks.
         self._admin = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bridge-admin")
 
     def close(self) -> None:
         self._admin.shutdown(wait=True, cancel_futures=True)
 
+    def open(self) -> None:
+        """Start handling requests: the ones that waited first, in order."""
+        with self._lock:
+            self._open = True
+            waiting, self._waiting = self._waiting, []
+            for message in waiting:
+                self._handle(message)
+
     def handle(self, message: mqtt.MQTTMessage) -> None:
         """On the session's I/O thread."""
+        with self._lock:
+            if not self._open:
+                self._waiting.append(message)
+                return
+            self._handle(message)
+
+    def _handle(self, message: mqtt.MQTTMessage) -> None:
         props = message.properties
         response_topic = getattr(props, "ResponseTopic", None)
         correlation = getattr(props, "CorrelationData", None)

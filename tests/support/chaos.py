@@ -272,6 +272,7 @@ class Fleet:
         **overrides: Any,
     ) -> None:
         self.runs: Counter[int] = Counter()
+        self.order: dict[str, list[int]] = {}  # device id -> the n of each run, in run order
         self._lock = threading.Lock()
         self._gates: dict[str, threading.Event] = {}  # device id -> open (set) or held
         self.broker = broker
@@ -308,13 +309,14 @@ class Fleet:
             gate = self._gates.get(device_id)
             if gate is not None:
                 gate.wait(60)
-            return self._count(args)
+            return self._count(args, device_id)
 
         return count
 
-    def _count(self, args: dict[str, Any]) -> dict[str, Any]:
+    def _count(self, args: dict[str, Any], device_id: str = "") -> dict[str, Any]:
         with self._lock:
             self.runs[int(args["n"])] += 1
+            self.order.setdefault(device_id, []).append(int(args["n"]))
         return {"n": args["n"]}
 
     def start(self) -> None:
