@@ -26,7 +26,7 @@ import socket
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -41,7 +41,7 @@ from broker_bridge.inbound import Inbound
 from broker_bridge.latency import LatencyWindow, hops_of
 from broker_bridge.mqtt_session import MqttSession, SessionSettings
 from broker_bridge.outbound import Outbound, log_failure
-from broker_bridge.ownership import shards_of
+from broker_bridge.ownership import group_client_id, shards_of
 from broker_bridge.policy import DeliveryPolicy
 from broker_bridge.provisioning import Provisioner
 from broker_bridge.requests import RequestHandler
@@ -118,13 +118,14 @@ class Bridge:
             raise ValueError(f"group {settings.group} is not one of the store's {groups}")
         self.group = settings.group
         owned = shards_of(settings.group, groups, shard_count)
-        client_id = settings.mqtt.client_id
+        # One persistent session per group, whoever owns it: a new owner gets what queued.
+        client_id = group_client_id(settings.mqtt.client_id, settings.group)
         # Published once subscribed: it comes back after every retained status the broker
         # replays for our subscriptions, which closes the start's presence check.
         self._sync_topic = self.internal.sync(client_id)
         self._request_topic = self.internal.request(settings.group)
         self.session = MqttSession(
-            settings.mqtt,
+            replace(settings.mqtt, client_id=client_id),
             [
                 (self._request_topic, 1),
                 (SYS_SUBSCRIPTION, 0),  # Mosquitto's own figures, for /api/fleet and /metrics
@@ -242,7 +243,7 @@ class Bridge:
             "worker": self.settings.worker or f"pid-{os.getpid()}",
             "pid": os.getpid(),
             "host": socket.gethostname(),
-            "client_id": self.settings.mqtt.client_id,
+            "client_id": self.session.settings.client_id,
             "shards": list(self.store.owned),
             "since": format_time(datetime.fromtimestamp(self.started_at, UTC)),
             "at": format_time(_now()),

@@ -131,9 +131,8 @@ class Outbound:
         for event in events:
             by_shard.setdefault(event.shard, []).append(event)
         for shard, part in by_shard.items():
-            self.session.publish(
-                self.internal.events(shard), encode_events(part), None, _events_failed
-            )
+            for payload in encode_events(part):
+                self.session.publish(self.internal.events(shard), payload, None, _events_failed)
 
     def answer(self, response_topic: str, correlation: bytes, answer: Answer) -> None:
         props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]

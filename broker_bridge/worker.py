@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, replace
 
 from broker_bridge.bridge import Bridge, BridgeSettings
-from broker_bridge.ownership import GroupLease, group_client_id
+from broker_bridge.ownership import GroupLease
 from broker_bridge.store.sharded import open_layout
 from tether.settings import setting
 
@@ -88,7 +88,6 @@ class Worker:
             group=group,
             groups=self.groups,
             worker=self.settings.name,
-            mqtt=replace(base.mqtt, client_id=group_client_id(base.mqtt.client_id, group)),
         )
         started = time.monotonic()
         try:

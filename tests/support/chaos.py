@@ -669,7 +669,12 @@ def _ack_gate(spec: dict[str, Any]) -> None:
     class GatedBridge(Bridge):
         armed = False
 
-        def _on_ack(self, device_id: str, message: Any) -> None:  # the bridge's I/O thread
+        def __init__(self, settings: BridgeSettings) -> None:
+            super().__init__(settings)
+            self._pass_ack = self.inbound._ack
+            self.inbound._ack = self._gated_ack  # type: ignore[method-assign]
+
+        def _gated_ack(self, device_id: str, message: Any) -> None:  # the bridge's I/O thread
             if not self.armed:
                 self.armed = True
                 # The I/O thread is also the thread that commits, so swapping is safe here.
@@ -688,7 +693,7 @@ def _ack_gate(spec: dict[str, Any]) -> None:
                 say(f"ack-arrived {ack.id} {ack.status.value}")
             except ProtocolError:
                 pass
-            super()._on_ack(device_id, message)
+            self._pass_ack(device_id, message)
 
     bridge = GatedBridge(
         BridgeSettings(
@@ -697,8 +702,9 @@ def _ack_gate(spec: dict[str, Any]) -> None:
             policy=DeliveryPolicy(redelivery_after=spec["redelivery_after"]),
         )
     )
-    bridge.start()
     devices: list[str] = spec["devices"]
+    # Accepted before the bridge hears any retained status (they commit first when it starts):
+    # the devices are unknown, not known offline, so the commands are published, not held.
     for n in range(spec["count"]):
 
         def report(f: Any, n: int = n) -> None:
@@ -706,6 +712,7 @@ def _ack_gate(spec: dict[str, Any]) -> None:
                 say(f"accepted {f.result().record['id']} {n}")
 
         bridge.send(devices[n % len(devices)], "count", {"n": n}).add_done_callback(report)
+    bridge.start()
     forever.wait()
 
 

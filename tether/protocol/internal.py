@@ -194,10 +194,25 @@ def decode_answer(payload: bytes) -> Answer:
 # events
 
 
-def encode_events(events: list[StoredEvent]) -> bytes:
-    return "\n".join(
-        f"{e.seq}\t{e.kind}\t{e.device_id or ''}\t{e.at}\t{e.data_json}" for e in events
-    ).encode()
+EVENTS_MAX_BYTES = 64 * 1024  # per message: well under the broker's 128 KiB packet limit
+
+
+def encode_events(events: list[StoredEvent], limit: int = EVENTS_MAX_BYTES) -> list[bytes]:
+    """One commit's events of one shard as few messages as fit under ``limit`` bytes each,
+    in order (an event larger than ``limit`` goes alone)."""
+    messages: list[bytes] = []
+    lines: list[bytes] = []
+    size = 0
+    for e in events:
+        line = f"{e.seq}\t{e.kind}\t{e.device_id or ''}\t{e.at}\t{e.data_json}".encode()
+        if lines and size + len(line) + 1 > limit:
+            messages.append(b"\n".join(lines))
+            lines, size = [], 0
+        lines.append(line)
+        size += len(line) + 1
+    if lines:
+        messages.append(b"\n".join(lines))
+    return messages
 
 
 def decode_events(shard: int, payload: bytes) -> list[StoredEvent]:
