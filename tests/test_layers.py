@@ -17,7 +17,7 @@ FORBIDDEN = {
     "mosquitto": {"tether_cli", "broker_bridge", "devices", "ui_gateway"},
     "devices": {"tether_cli", "mosquitto", "broker_bridge", "ui_gateway"},
     "broker_bridge": {"tether_cli", "devices", "ui_gateway"},
-    "ui_gateway": {"tether_cli", "devices"},
+    "ui_gateway": {"tether_cli", "devices", "broker_bridge", "mosquitto"},  # only CommandService
 }
 
 
