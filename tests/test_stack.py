@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -36,7 +37,9 @@ def processes_using(marker: str) -> list[int]:
 
 
 class Up:
-    def __init__(self, data_dir: Path, mqtt_port: int, http_port: int, simulate: int) -> None:
+    def __init__(
+        self, data_dir: Path, mqtt_port: int, http_port: int, simulate: int, *extra: str
+    ) -> None:
         self.url = f"http://127.0.0.1:{http_port}"
         self.lines: queue.Queue[str] = queue.Queue()
         self.proc = subprocess.Popen(
@@ -55,6 +58,7 @@ class Up:
                 str(simulate),
                 "--shards",
                 "4",
+                *extra,
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -125,6 +129,41 @@ def test_up_runs_the_stack_and_restarts_where_it_was(tmp_path: Path) -> None:
     finally:
         assert again.stop() == 0
     assert processes_using(str(data_dir)) == []
+
+
+def test_up_starts_a_killed_worker_again_and_serves_within_5_s(tmp_path: Path) -> None:
+    """One worker owns both shard groups; SIGKILLed, nobody owns them until the supervisor
+    has started it again, which takes over the groups (their leases died with it)."""
+    data_dir = tmp_path / "stack"
+    up = Up(data_dir, free_port(), free_port(), 3, "--workers", "1", "--gateways", "1")
+    try:
+        up.wait_for("Tether is up.")
+        token = up.wait_for("dashboard").split("#token=")[1].strip()
+        (worker,) = [
+            pid for pid in processes_using(str(data_dir)) if _cmdline(pid).count(" bridge ")
+        ]
+        os.kill(worker, signal.SIGKILL)
+        killed = time.monotonic()
+        up.wait_for("worker-0 exited (-9); starting it again", 10)
+        with httpx.Client(base_url=up.url, timeout=2) as client:
+            while client.get("/readyz").status_code != 200:
+                assert time.monotonic() - killed < 30, "the stack did not get ready again"
+                time.sleep(0.05)  # polling readiness
+        ready_after = time.monotonic() - killed
+        print(f"[stack] killed worker restarted; ready again after {ready_after:.2f} s")
+        assert ready_after <= 5.0, f"groups owned again only after {ready_after:.1f} s"
+        result = send(up.url, token, "sim-00001", "echo", "--wait")
+        assert result.returncode == 0, result.stdout + result.stderr
+    finally:
+        assert up.stop() == 0
+    assert processes_using(str(data_dir)) == []
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
 
 
 def test_up_explains_a_port_in_use(tmp_path: Path) -> None:
