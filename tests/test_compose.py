@@ -51,7 +51,7 @@ TETHER_SERVICES = sorted(n for n, s in SERVICES.items() if command_of(s)[:1] == 
 
 
 def test_the_stack_has_tether_services() -> None:
-    assert set(TETHER_SERVICES) == {"broker-init", "tether", "fleet-init", "simulator"}
+    assert set(TETHER_SERVICES) == {"broker-init", "bridge", "tether", "fleet-init", "simulator"}
 
 
 @pytest.mark.parametrize("name", TETHER_SERVICES)
@@ -88,6 +88,17 @@ def test_gateway_reaches_the_broker_and_publishes_its_port() -> None:
     published = [str(p).rsplit(":", 1)[1] for p in SERVICES["tether"]["ports"]]
     assert str(gateway.http_port) in published  # type: ignore[attr-defined]
     assert f":{gateway.http_port}/readyz" in " ".join(SERVICES["tether"]["healthcheck"]["test"])  # type: ignore[attr-defined]
+
+
+def test_the_bridge_worker_shares_the_store_and_the_broker_with_the_gateway() -> None:
+    bridge, gateway = parsed("bridge"), parsed("tether")
+    assert bridge.command == "bridge"  # type: ignore[attr-defined]
+    for name in ("mqtt_host", "mqtt_port", "broker_dir", "data_dir"):
+        assert getattr(bridge, name) == getattr(gateway, name), name
+    volumes = {v.split(":")[1]: v.split(":")[0] for v in SERVICES["bridge"]["volumes"]}
+    gateway_volumes = {v.split(":")[1]: v.split(":")[0] for v in SERVICES["tether"]["volumes"]}
+    assert volumes[str(bridge.data_dir)] == gateway_volumes[str(gateway.data_dir)]  # type: ignore[attr-defined]
+    assert SERVICES["bridge"].get("restart") == "unless-stopped"
 
 
 def test_simulator_uses_the_credentials_fleet_init_writes() -> None:
