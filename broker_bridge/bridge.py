@@ -55,7 +55,7 @@ from broker_bridge.sys_stats import SUBSCRIPTION as SYS_SUBSCRIPTION
 from broker_bridge.sys_stats import BrokerFigures
 from tether.protocol import DEFAULT_PREFIX, Topics, format_time, new_command_id
 from tether.protocol.internal import InternalTopics
-from tether.protocol.service import StoredEvent
+from tether.protocol.service import NewCommand, StoredEvent
 from tether.settings import setting
 
 log = logging.getLogger(__name__)
@@ -272,7 +272,7 @@ class Bridge:
         recognise the command's events before the answer comes back."""
         if ttl is not None and ttl <= 0:
             raise BadRequest("ttl must be a positive number of seconds")
-        new = jobs.NewCommand(
+        new = NewCommand(
             command_id or new_command_id(),
             device_id,
             name,

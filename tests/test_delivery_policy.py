@@ -15,6 +15,7 @@ from broker_bridge.store.queries import get_command
 from broker_bridge.store.records import Record
 from broker_bridge.store.sharded import ShardedStore
 from tether.protocol import CommandState, Verdict
+from tether.protocol.service import NewCommand
 
 S = CommandState
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -33,7 +34,7 @@ class Harness:
 
     def accept(self, when: float = 0, **kw: object) -> jobs.Accepted:
         self.n += 1
-        new = jobs.NewCommand(
+        new = NewCommand(
             f"cmd-{self.n}",
             kw.pop("device", "dev"),
             "echo",

@@ -17,6 +17,7 @@ from broker_bridge.store.queries import device_commands, events_after, get_devic
 from broker_bridge.store.schema import SCHEMA_VERSION, SchemaError, migrate
 from broker_bridge.store.shard import StoreUnavailable, WriteTx
 from broker_bridge.store.sharded import ShardedStore, StoreConfigError
+from tether.protocol.service import NewCommand
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -137,7 +138,7 @@ def test_history_pages_newest_first(store: ShardedStore) -> None:
     store.write("d", lambda tx: jobs.create_device(tx, "d", "d", NOW)).result()
     ids = []
     for i in range(5):
-        new = jobs.NewCommand(f"id-{i}", "d", "echo", {"i": i})
+        new = NewCommand(f"id-{i}", "d", "echo", {"i": i})
         ids.append(
             store.write("d", lambda tx, n=new: jobs.accept_command(tx, n, NOW, DeliveryPolicy()))
             .result()

@@ -50,6 +50,7 @@ from tether.protocol import (
     format_time,
 )
 from tether.protocol.outcomes import CancelMode, EndedBy, is_late, plan_cancel
+from tether.protocol.service import NewCommand
 from tether.protocol.states import ALLOWED_SOURCES
 
 S = CommandState
@@ -206,17 +207,6 @@ def record_device_event(
 
 
 # --- commands -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class NewCommand:
-    id: str
-    device_id: str
-    name: str
-    args: dict[str, Any]
-    ttl: float | None = None
-    idempotency_key: str | None = None
-    request_hash: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,7 +51,7 @@ from devices.agent import DeviceAgent
 from devices.config import AgentSettings
 from tests.support import store_reader
 from tests.support.brokers import BrokerHandle, Credentials
-from tests.support.processes import GatewayProcess, tether_cli
+from tests.support.processes import GatewayProcess, stop_process, tether_cli
 from tests.support.waiting import wait_until
 from tether.protocol import CommandState
 
@@ -508,23 +508,6 @@ class Lines:
 def bridge_cli(broker: BrokerHandle, data_dir: Path, *extra: str) -> list[str]:
     """``tether bridge`` over the store in ``data_dir / "store"``."""
     return tether_cli("bridge", broker, data_dir, *extra)
-
-
-def stop_process(proc: subprocess.Popen[Any] | None, sig: int = signal.SIGTERM) -> int | None:
-    """Signal a child we started and reap it (SIGKILL if it does not exit in time)."""
-    if proc is None:
-        return None
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-    for stream in (proc.stdout, proc.stderr):
-        if stream is not None:
-            stream.close()
-    return proc.returncode
 
 
 def metric(api: Any, name: str, **labels: str) -> float:

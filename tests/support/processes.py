@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import httpx
 
@@ -108,17 +108,17 @@ class GatewayProcess:
         return self.worker.pid
 
     def kill_gateway(self) -> None:
-        _reap(self.proc, signal.SIGKILL)
+        stop_process(self.proc, signal.SIGKILL)
         self.proc = None
 
     def kill_worker(self) -> None:
-        _reap(self.worker, signal.SIGKILL)
+        stop_process(self.worker, signal.SIGKILL)
         self.worker = None
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        _reap(self.proc, sig)
+        stop_process(self.proc, sig)
         self.proc = None
-        _reap(self.worker, sig)
+        stop_process(self.worker, sig)
         self.worker = None
 
     def api(self) -> httpx.Client:
@@ -127,13 +127,19 @@ class GatewayProcess:
         )
 
 
-def _reap(proc: subprocess.Popen[bytes] | None, sig: int) -> None:
-    if proc is not None and proc.poll() is None:
+def stop_process(proc: subprocess.Popen[Any] | None, sig: int = signal.SIGTERM) -> int | None:
+    """Signal a child we started and reap it (SIGKILL if it does not exit in time); close its
+    piped output, so whoever reads it gets EOF."""
+    if proc is None:
+        return None
+    if proc.poll() is None:
         proc.send_signal(sig)
         try:
-            proc.wait(20)
+            proc.wait(15)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
-    if proc is not None and proc.stdout is not None:
-        proc.stdout.close()  # a piped child's output: its reader thread ends at EOF
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+    return proc.returncode

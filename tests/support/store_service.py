@@ -50,17 +50,8 @@ class StoreOnlyService(StoreReads):
         self.store.close()
 
     async def send(self, command: NewCommand) -> Accepted:
-        new = jobs.NewCommand(
-            command.id,
-            command.device_id,
-            command.name,
-            command.args,
-            command.ttl,
-            command.idempotency_key,
-            command.request_hash,
-        )
         accepted = await self.store.awrite(
-            command.device_id, lambda tx: jobs.accept_command(tx, new, _now(), self.policy)
+            command.device_id, lambda tx: jobs.accept_command(tx, command, _now(), self.policy)
         )
         return Accepted(accepted.record_json, accepted.created)
 
