@@ -28,7 +28,6 @@ import contextlib
 import enum
 import json
 import logging
-import math
 import random
 import resource
 import socket
@@ -174,8 +173,6 @@ class DeviceClient(aiomqtt.Client):
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
             **({"clean_start": session["clean_start"]} if v5 else {}),
         )
-        # Acks and events go out without waiting for their PUBACK: no warning per pending one.
-        self.pending_calls_threshold = 1 << 16
         self._client.manual_ack_set(True)
         self._client.connect_timeout = settings.connect_timeout
 
@@ -210,6 +207,12 @@ class DeviceClient(aiomqtt.Client):
         self._misc_task = self._loop.create_task(self._misc_loop())
 
     def _watch_writes(self, sock: Any) -> None:
+        # Most of the time the kernel takes the bytes at once: write on this loop turn and only
+        # watch for writability when it is full, so a publish costs no epoll changes.
+        current = self._client.socket()
+        if current is None or current is not sock:
+            return
+        self._writable()
         current = self._client.socket()
         if current is not None and current is sock and self._client.want_write():
             self._loop.add_writer(current.fileno(), self._writable)
@@ -226,6 +229,12 @@ class DeviceClient(aiomqtt.Client):
         except Exception as exc:  # a broken connection, as aiomqtt's own callbacks treat it
             if not self._disconnected.done():
                 self._disconnected.set_exception(exc)
+
+    def publish_nowait(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        """Publish at QoS 1 without waiting for the PUBACK (aiomqtt's ``publish`` awaits it, a
+        task and two futures per message): paho keeps the message until the broker has it,
+        across reconnects of this persistent session, as the agent's paho client does."""
+        self._client.publish(topic, payload, qos=1, retain=retain)
 
     def ack(self, message: aiomqtt.Message) -> None:
         """PUBACK ``message`` (aiomqtt would have done it before handing the message over)."""
@@ -426,15 +435,7 @@ class SimulatedDevice:
         self._send(self.ack_topic, ack.encode())
 
     def _send(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
-        """Publish at QoS 1 without waiting for the PUBACK, as the agent does: paho keeps the
-        message until the broker has it, across reconnects (a persistent session)."""
-        self.fleet.spawn(self._publish(topic, payload, retain))
-
-    async def _publish(self, topic: str, payload: bytes, retain: bool) -> None:
-        try:
-            await self.client.publish(topic, payload, qos=1, retain=retain, timeout=math.inf)
-        except aiomqtt.MqttError as exc:  # not connected now: paho sends it after the reconnect
-            log.debug("%s: publish to %s deferred: %s", self.device_id, topic, exc)
+        self.client.publish_nowait(topic, payload, retain=retain)
 
     # events
 
