@@ -32,6 +32,7 @@ import random
 import resource
 import socket
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -174,6 +175,7 @@ class DeviceClient(aiomqtt.Client):
             **({"clean_start": session["clean_start"]} if v5 else {}),
         )
         self._client.manual_ack_set(True)
+        self._loop_thread = threading.get_ident()  # aiomqtt's client belongs to the running loop
         self._client.connect_timeout = settings.connect_timeout
 
     async def __aenter__(self) -> Self:
@@ -194,10 +196,18 @@ class DeviceClient(aiomqtt.Client):
     # still holds; the rest (reads, writes, keepalive, closing) is aiomqtt's.
 
     def _on_socket_open(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        self._loop.call_soon_threadsafe(self._watch_reads, sock)
+        self._soon(self._watch_reads, sock)
 
     def _on_socket_register_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        self._loop.call_soon_threadsafe(self._watch_writes, sock)
+        self._soon(self._watch_writes, sock)
+
+    def _soon(self, fn: Callable[[Any], None], sock: Any) -> None:
+        # paho calls from the loop (publishes) or from the executor thread (connects); only the
+        # latter needs the thread-safe path, which writes to the loop's wake-up pipe every time.
+        if threading.get_ident() == self._loop_thread:
+            self._loop.call_soon(fn, sock)
+        else:
+            self._loop.call_soon_threadsafe(fn, sock)
 
     def _watch_reads(self, sock: Any) -> None:
         current = self._client.socket()
