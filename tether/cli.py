@@ -141,6 +141,7 @@ def register_up(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 def registrars() -> list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]]:
     """Each package adds its own subcommands; imported here so ``tether --help`` lists them all."""
     import broker_bridge.cli
+    import broker_bridge.db_stats
     import devices.cli
     import ui_gateway.cli
 
@@ -148,6 +149,7 @@ def registrars() -> list[Callable[[argparse._SubParsersAction[argparse.ArgumentP
         register_up,
         register_broker_commands,
         broker_bridge.cli.register,
+        broker_bridge.db_stats.register,
         devices.cli.register,
         ui_gateway.cli.register,
     ]
