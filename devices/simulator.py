@@ -8,12 +8,14 @@ once, which also keeps the broker's listen backlog from overflowing.
 
 What a device needs beyond aiomqtt 2.5 lives in :class:`DeviceClient`, the one place that
 touches aiomqtt's insides: PUBACKs sent by the device once its journal has a command (aiomqtt
-acks before it hands a message over; empicano/aiomqtt#345 shows the same paho switch), Nagle
-off, a CONNACK awaited again on every reconnect (aiomqtt 2.5 keeps the first one's future; see
-empicano/aiomqtt#369), and the socket, to cut it like a network failure. The incoming queue is
-unbounded so aiomqtt never drops a command; what bounds it is the broker's flow control, since
-nothing is acknowledged before the journal has it (MQTT 5 Receive Maximum, Mosquitto's
-``max_inflight_messages`` on 3.1.1).
+acks before it hands a message over; empicano/aiomqtt#345 shows the same paho switch), acks and
+events published without awaiting each PUBACK, Nagle off, a CONNACK awaited again on every
+reconnect (aiomqtt 2.5 keeps the first one's future; see empicano/aiomqtt#369), socket
+registrations that land only on the socket paho still holds (aiomqtt's can land on a closed or
+reused descriptor when devices flap), and the socket itself, to cut it like a network failure.
+The incoming queue is unbounded so aiomqtt never drops a command; what bounds it is the
+broker's flow control, since nothing is acknowledged before the journal has it (MQTT 5 Receive
+Maximum, Mosquitto's ``max_inflight_messages`` on 3.1.1).
 
 Devices follow the same rules as the agent (:mod:`devices.core` through
 :class:`~devices.pipeline.CommandPipeline`) with an in-memory journal each, and run the demo
