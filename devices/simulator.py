@@ -1,10 +1,21 @@
 """Many simulated devices in one asyncio process: no thread per device.
 
-Each device is a paho client driven by the event loop the way aiomqtt drives one: its socket is
-registered with ``add_reader``/``add_writer`` and paho's ``loop_read``/``loop_write`` run when it is
-ready; one shared ticker calls ``loop_misc`` (keepalive) for every device. TCP connects, which
-block, run in a small thread pool and at most ``connect_concurrency`` at a time, which also keeps
-the broker's listen backlog from overflowing.
+Each device is an :class:`aiomqtt.Client` (``async with client``, ``async for message in
+client.messages``): aiomqtt drives paho from the event loop (``add_reader``/``add_writer``, a
+``loop_misc`` task per client for keepalives) and runs each blocking TCP connect in the loop's
+default executor. At most ``connect_concurrency`` devices sit between TCP connect and CONNACK at
+once, which also keeps the broker's listen backlog from overflowing.
+
+What a device needs beyond aiomqtt 2.5 lives in :class:`DeviceClient`, the one place that
+touches aiomqtt's insides: PUBACKs sent by the device once its journal has a command (aiomqtt
+acks before it hands a message over; empicano/aiomqtt#345 shows the same paho switch), acks and
+events published without awaiting each PUBACK, Nagle off, a CONNACK awaited again on every
+reconnect (aiomqtt 2.5 keeps the first one's future; see empicano/aiomqtt#369), socket
+registrations that land only on the socket paho still holds (aiomqtt's can land on a closed or
+reused descriptor when devices flap), and the socket itself, to cut it like a network failure.
+The incoming queue is unbounded so aiomqtt never drops a command; what bounds it is the
+broker's flow control, since nothing is acknowledged before the journal has it (MQTT 5 Receive
+Maximum, Mosquitto's ``max_inflight_messages`` on 3.1.1).
 
 Devices follow the same rules as the agent (:mod:`devices.core` through
 :class:`~devices.pipeline.CommandPipeline`) with an in-memory journal each, and run the demo
@@ -15,8 +26,8 @@ periodic events make it a demo and a load generator.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
+import enum
 import json
 import logging
 import random
@@ -26,11 +37,14 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
+import aiomqtt
 import paho.mqtt.client as mqtt
+from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.reasoncodes import ReasonCode
 
 from devices.backoff import Backoff
@@ -43,9 +57,14 @@ from devices.handlers import CommandSpec, HandlerRegistry
 from devices.journal import MemoryJournal
 from devices.pipeline import CommandPipeline
 from devices.provision import DeviceCredentials
-from devices.session import build_client, connect_args, offline_status, online_status
-from tether.netutil import set_tcp_nodelay
-from tether.protocol import DEFAULT_PREFIX, AckMessage, DeviceEventMessage, utc_now
+from devices.session import connect_args, offline_status, online_status, paho_log
+from tether.protocol import (
+    DEFAULT_PREFIX,
+    AckMessage,
+    DeviceEventMessage,
+    StatusMessage,
+    utc_now,
+)
 from tether.settings import setting
 
 log = logging.getLogger(__name__)
@@ -153,8 +172,135 @@ def print_report(record: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+class DeviceClient(aiomqtt.Client):
+    """An :class:`aiomqtt.Client` holding one device's persistent session (see the module doc)."""
+
+    def __init__(self, settings: AgentSettings) -> None:
+        v5 = settings.mqtt_version is MqttVersion.V5
+        session = connect_args(settings)  # Clean Start 0 and the CONNECT properties on MQTT 5
+        super().__init__(
+            settings.host,
+            settings.port,
+            username=settings.username,
+            password=settings.password,
+            logger=paho_log,
+            identifier=settings.effective_client_id,
+            protocol=aiomqtt.ProtocolVersion(settings.mqtt_version.paho),
+            will=aiomqtt.Will(
+                settings.topics.status(settings.device_id),
+                StatusMessage(online=False).encode(),
+                qos=1,
+                retain=True,
+            ),
+            clean_session=None if v5 else False,
+            keepalive=settings.keepalive,
+            timeout=settings.keepalive,  # a CONNACK or SUBACK: as long as paho itself would wait
+            max_queued_incoming_messages=0,  # unbounded: aiomqtt drops a message when it is full
+            properties=session.get("properties"),
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+            **({"clean_start": session["clean_start"]} if v5 else {}),
+        )
+        self._client.manual_ack_set(True)
+        self._loop_thread = threading.get_ident()  # aiomqtt's client belongs to the running loop
+        self._client.connect_timeout = settings.connect_timeout
+
+    async def __aenter__(self) -> Self:
+        # aiomqtt 2.5 resolves `_connected` on the first CONNACK and keeps it after a dropped
+        # connection, so re-entering would not wait for the next CONNACK (aiomqtt#369).
+        for attr in ("_connected", "_disconnected"):
+            done: asyncio.Future[None] = getattr(self, attr)
+            if done.done():
+                if not done.cancelled():
+                    done.exception()  # retrieved: a dropped connection is no error here
+                setattr(self, attr, asyncio.Future())
+        return await super().__aenter__()
+
+    # aiomqtt 2.5 registers a socket with the loop later (``call_soon_threadsafe``), and does not
+    # check when that runs whether the socket is still open: a device that drops and reconnects
+    # within a loop turn then gets its reader, or a stale writer, on a closed descriptor or on
+    # another device's new socket with the same number. These two land only on the socket paho
+    # still holds; the rest (reads, writes, keepalive, closing) is aiomqtt's.
+
+    def _on_socket_open(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        self._soon(self._watch_reads, sock)
+
+    def _on_socket_register_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        self._soon(self._watch_writes, sock)
+
+    def _soon(self, fn: Callable[[Any], None], sock: Any) -> None:
+        # paho calls from the loop (publishes) or from the executor thread (connects); only the
+        # latter needs the thread-safe path, which writes to the loop's wake-up pipe every time.
+        if threading.get_ident() == self._loop_thread:
+            self._loop.call_soon(fn, sock)
+        else:
+            self._loop.call_soon_threadsafe(fn, sock)
+
+    def _watch_reads(self, sock: Any) -> None:
+        current = self._client.socket()
+        if current is None or current is not sock:
+            return  # closed (or replaced) since
+        self._loop.add_reader(current.fileno(), self._readable)
+        self._misc_task = self._loop.create_task(self._misc_loop())
+
+    def _watch_writes(self, sock: Any) -> None:
+        # Most of the time the kernel takes the bytes at once: write on this loop turn and only
+        # watch for writability when it is full, so a publish costs no epoll changes.
+        current = self._client.socket()
+        if current is None or current is not sock:
+            return
+        self._writable()
+        current = self._client.socket()
+        if current is not None and current is sock and self._client.want_write():
+            self._loop.add_writer(current.fileno(), self._writable)
+
+    def _readable(self) -> None:
+        self._on_network(self._client.loop_read)
+
+    def _writable(self) -> None:
+        self._on_network(self._client.loop_write)
+
+    def _on_network(self, step: Callable[[], object]) -> None:
+        try:
+            step()
+        except Exception as exc:  # a broken connection, as aiomqtt's own callbacks treat it
+            if not self._disconnected.done():
+                self._disconnected.set_exception(exc)
+
+    def publish_nowait(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        """Publish at QoS 1 without waiting for the PUBACK (aiomqtt's ``publish`` awaits it, a
+        task and two futures per message): paho keeps the message until the broker has it,
+        across reconnects of this persistent session, as the agent's paho client does."""
+        self._client.publish(topic, payload, qos=1, retain=retain)
+
+    def ack(self, message: aiomqtt.Message) -> None:
+        """PUBACK ``message`` (aiomqtt would have done it before handing the message over)."""
+        self._client.ack(message.mid, message.qos)
+
+    def cut(self) -> None:
+        """Shut the TCP connection down like a network failure; the broker sends the Will."""
+        sock = self._client.socket()
+        if isinstance(sock, socket.socket):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def abandon(self) -> None:
+        """Close a socket paho still holds with no session on it (no CONNACK came in time)."""
+        self._client._sock_close()
+
+
+def _refused(reasons: tuple[int, ...] | list[ReasonCode]) -> bool:
+    return any(r.is_failure if isinstance(r, ReasonCode) else r >= 0x80 for r in reasons)
+
+
+class Phase(enum.Enum):
+    WAITING = "waiting"  # between attempts
+    CONNECTING = "connecting"  # for a connect slot, the TCP connect or the CONNACK
+    SERVING = "serving"
+    CLOSING = "closing"
+
+
 class SimulatedDevice:
-    """One device: a paho client on the shared loop, its journal, its config and its queue."""
+    """One device: its aiomqtt client and task on the shared loop, its journal, config and queue."""
 
     def __init__(self, fleet: Simulator, creds: DeviceCredentials) -> None:
         opts = fleet.options
@@ -189,136 +335,70 @@ class SimulatedDevice:
         self.runq: deque[Plan] = deque()
         self.runner: asyncio.Task[None] | None = None
         self.events: EventBuffer | None = None
-        self.connected = False
-        self.connecting = False
-        self.in_executor = False
-        self.writer: Any = None  # the socket watched for writability, when the kernel is full
-        self.holding_slot = False
-        self.generation = 0
+        self.connected = False  # subscribed and said online on the current connection
+        self.phase = Phase.WAITING
+        self.task: asyncio.Task[None] | None = None
         self.next_delay: float | None = None
         self.reboot_after: float | None = None
-        self.client = build_client(self.settings, logger=False)
-        self.client.connect_async(**connect_args(self.settings))
-        client = self.client
-        client.on_socket_open = self._on_socket_open
-        client.on_socket_close = self._on_socket_close
-        client.on_socket_register_write = self._on_register_write
-        client.on_socket_unregister_write = self._on_unregister_write
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_subscribe = self._on_subscribe
-        client.on_message = self._on_message
+        self.client = DeviceClient(self.settings)
 
-    # socket plumbing: paho calls these from the loop, or from a connect in the thread pool
+    # connection lifecycle
 
-    def _on_socket_open(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        set_tcp_nodelay(sock)
-        self.fleet.in_loop(self._watch_socket, sock)
+    async def run(self) -> None:
+        """Connect, serve, and after a backoff connect again, until the fleet stops."""
+        while not self.fleet.stopping:
+            why = await self._connection()
+            if self.fleet.stopping:
+                return
+            delay = self.next_delay if self.next_delay is not None else self.backoff.next_delay()
+            self.next_delay = None
+            log.debug("%s: %s; retrying in %.2f s", self.device_id, why, delay)
+            self.phase = Phase.WAITING
+            await asyncio.sleep(delay)
 
-    def _on_socket_close(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        self.fleet.in_loop(self._forget_socket, sock)
-
-    def _watch_socket(self, sock: Any) -> None:
-        self.fleet.loop.add_reader(sock, self._readable)
-        self.fleet.sockets_open(+1)
-
-    def _forget_socket(self, sock: Any) -> None:
-        self.fleet.loop.remove_reader(sock)
-        if self.writer is not None:
-            self.fleet.loop.remove_writer(sock)
-            self.writer = None
-        self.fleet.sockets_open(-1)
-
-    # Writes: paho says "I have bytes to send". Most of the time the socket takes them at once,
-    # so first try on the next loop turn (call_soon) and only watch for writability (epoll) when
-    # the kernel buffer is full: a publish then costs no epoll changes at all.
-
-    def _on_register_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        self.fleet.in_loop(self.fleet.loop.call_soon, self._flush, sock)
-
-    def _on_unregister_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        self.fleet.in_loop(self._stop_watching_writes, sock)
-
-    def _flush(self, sock: Any) -> None:
-        if self.client.socket() is not sock:
-            return  # closed (or replaced) since
-        self.client.loop_write()
-        current = self.client.socket()
-        watch = current is not None and current is sock and self.writer is None
-        if watch and current is not None and self.client.want_write():
-            self.writer = current
-            self.fleet.loop.add_writer(current, self._writable)
-
-    def _stop_watching_writes(self, sock: Any) -> None:
-        if self.writer is sock:
-            self.fleet.loop.remove_writer(sock)
-            self.writer = None
-
-    def _readable(self) -> None:
-        self.client.loop_read()
-
-    def _writable(self) -> None:
-        self.client.loop_write()
-
-    # connection lifecycle (loop thread)
-
-    async def connect(self) -> None:
-        """One attempt: a slot, the TCP connect in the pool, then CONNACK on the loop."""
-        if self.fleet.stopping or self.connecting or self.connected:
-            return
-        self.connecting = True
-        await self.fleet.connect_slots.acquire()
-        self.holding_slot = True
-        if self.fleet.stopping:
-            self.connecting = False
-            self._release_slot()
-            return
-        self.in_executor = True
+    async def _connection(self) -> str:
+        """One connection, from a connect slot to the disconnect; returns why it ended."""
+        self.phase = Phase.CONNECTING
         try:
-            await self.fleet.loop.run_in_executor(self.fleet.executor, self.client.reconnect)
-        except (OSError, ValueError, RuntimeError) as exc:
-            self.connecting = False
-            self._release_slot()
-            self._retry_later(f"cannot connect: {exc}")
+            async with contextlib.AsyncExitStack() as session:
+                async with self.fleet.connect_slots:
+                    if self.fleet.stopping:
+                        return "stopping"
+                    await session.enter_async_context(self.client)
+                session.push_async_exit(self._end)  # before the disconnect
+                self.phase = Phase.SERVING
+                self.backoff.reset()
+                if not self.fleet.stopping:
+                    await self._serve()
+                return "stopping"
+        except aiomqtt.MqttError as exc:
+            if self.phase is Phase.SERVING or self.phase is Phase.CLOSING:
+                return f"disconnected ({exc})"
+            self.client.abandon()
+            if isinstance(exc, MqttConnectError):
+                log.warning("%s: the broker refused the connection: %s", self.device_id, exc)
+            return f"cannot connect: {exc}"
+
+    async def _serve(self) -> None:
+        """Take commands until the connection drops (``MqttError``) or the fleet stops."""
+        announce = self.fleet.spawn(self._announce())
+        try:
+            async for message in self.client.messages:
+                self._on_message(message)
         finally:
-            self.in_executor = False
+            announce.cancel()
 
-    def _release_slot(self) -> None:
-        if self.holding_slot:
-            self.holding_slot = False
-            self.fleet.connect_slots.release()
-
-    def _retry_later(self, why: str) -> None:
-        if self.fleet.stopping:
+    async def _announce(self) -> None:
+        try:
+            reasons = await self.client.subscribe(self.cmd_topic, qos=1)
+        except aiomqtt.MqttError as exc:
+            log.debug("%s: no SUBACK: %s", self.device_id, exc)
             return
-        delay = self.next_delay if self.next_delay is not None else self.backoff.next_delay()
-        self.next_delay = None
-        log.debug("%s: %s; retrying in %.2f s", self.device_id, why, delay)
-        self.fleet.loop.call_later(delay, self._spawn_connect)
-
-    def _spawn_connect(self) -> None:
-        if not self.fleet.stopping:
-            self.fleet.spawn(self.connect())
-
-    def _on_connect(
-        self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any
-    ) -> None:
-        self.connecting = False
-        self._release_slot()
-        if reason.is_failure:
-            log.warning("%s: the broker refused the connection: %s", self.device_id, reason)
-            return
-        self.generation += 1
-        self.backoff.reset()
-        client.subscribe(self.cmd_topic, qos=1)  # `online` only once the SUBACK is in
-
-    def _on_subscribe(
-        self, client: mqtt.Client, userdata: Any, mid: int, reasons: list[ReasonCode], props: Any
-    ) -> None:
-        if any(reason.is_failure for reason in reasons):
+        if _refused(reasons):
             log.error("%s: not allowed to subscribe to %s", self.device_id, self.cmd_topic)
             return
-        client.publish(self.status_topic, online_status(self.settings), qos=1, retain=True)
+        # `online` only once the SUBACK is in; publishes go out in the order they are made.
+        self._send(self.status_topic, online_status(self.settings), retain=True)
         if not self.connected:
             self.connected = True
             self.fleet.device_connected(self)
@@ -326,49 +406,41 @@ class SimulatedDevice:
             for event in self.events.drain():
                 self._publish_event(event)
 
-    def _on_disconnect(
-        self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any
-    ) -> None:
-        self.generation += 1
-        self.connecting = False
-        self._release_slot()
-        if self.connected:
-            self.connected = False
+    async def _end(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        """Leaving a connection: if the fleet stopped it (not the network), say offline first."""
+        self.phase = Phase.CLOSING
+        was_online, self.connected = self.connected, False
+        if was_online:
             self.fleet.device_disconnected(self)
-        self._retry_later(f"disconnected ({reason})")
+        stopped = exc_type is None or issubclass(exc_type, asyncio.CancelledError)
+        if was_online and stopped and self.fleet.stopping:
+            with contextlib.suppress(aiomqtt.MqttError):
+                await self.client.publish(
+                    self.status_topic, offline_status(), qos=1, retain=True, timeout=5.0
+                )
+        return False
+
+    def stop(self) -> None:
+        """The fleet is stopping: end a wait or a connection now (a connect in flight finishes
+        first, then disconnects)."""
+        if self.task is not None and self.phase in (Phase.WAITING, Phase.SERVING):
+            self.task.cancel()
 
     def drop(self, reconnect_after: float | None = None) -> None:
         """Cut the TCP connection like a network failure; the broker publishes the Last Will."""
         self.next_delay = reconnect_after
-        sock = self.client.socket()
-        if isinstance(sock, socket.socket):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-    def detach(self) -> None:
-        """Forget the socket paho still holds (the broker did not answer in time) and close it."""
-        client = self.client
-        sock = client.socket()
-        client.on_socket_close = client.on_socket_unregister_write = None
-        client.on_socket_open = client.on_socket_register_write = None
-        if sock is not None:
-            self._forget_socket(sock)
-            with contextlib.suppress(OSError):
-                sock.close()
-
-    def close(self) -> None:
-        """Say offline and disconnect cleanly (the fleet is stopping)."""
-        if self.connected:
-            self.client.publish(self.status_topic, offline_status(), qos=1, retain=True)
-        self.client.disconnect()
+        self.client.cut()
 
     # commands
 
-    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+    def _on_message(self, message: aiomqtt.Message) -> None:
         # PUBACK once the (in-memory) journal has it, before `received`, as the agent does.
-        plan = self.pipeline.accept(
-            message.payload, settle=lambda: client.ack(message.mid, message.qos)
-        )
+        plan = self.pipeline.accept(message.payload, settle=lambda: self.client.ack(message))
         self.fleet.count_plan(plan)
         if plan.step is Step.RUN:
             self.runq.append(plan)
@@ -396,7 +468,10 @@ class SimulatedDevice:
         self.reboot_after = delay
 
     def _send_ack(self, ack: AckMessage) -> None:
-        self.client.publish(self.ack_topic, ack.encode(), qos=1)
+        self._send(self.ack_topic, ack.encode())
+
+    def _send(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        self.client.publish_nowait(topic, payload, retain=retain)
 
     # events
 
@@ -412,7 +487,7 @@ class SimulatedDevice:
         return False
 
     def _publish_event(self, event: DeviceEventMessage) -> None:
-        self.client.publish(self.evt_topic, event.encode(), qos=1)
+        self._send(self.evt_topic, event.encode())
         self.fleet.stats.events_sent += 1
 
 
@@ -439,36 +514,15 @@ class Simulator:
         self.all_connected = asyncio.Event()
         self.all_connected_after: float | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._open_sockets = 0
-        self._all_closed = asyncio.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread = 0
         self.connect_slots = asyncio.Semaphore(options.connect_concurrency)
-        self.executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=min(8, options.connect_concurrency), thread_name_prefix="sim-connect"
-        )
 
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        assert self._loop is not None, "the simulator is not running"
-        return self._loop
-
-    def in_loop(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Run ``fn`` on the loop thread: now if we are on it, else as soon as it can."""
-        if threading.get_ident() == self._loop_thread:
-            fn(*args)
-        else:
-            self.loop.call_soon_threadsafe(fn, *args)
-
-    def spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task = self.loop.create_task(coro)
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
 
     async def run(self, stop: asyncio.Event) -> FleetStats:
-        self._loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
         limit = raise_nofile_limit()
         if limit < len(self.credentials) + 64:
             log.warning("open-files limit %d is below %d devices", limit, len(self.credentials))
@@ -480,13 +534,13 @@ class Simulator:
         self.report({"type": "starting", "devices": len(self.devices), "rss_kib": rss_kib()})
         if not self.devices:
             self.all_connected.set()
-        background = [self.spawn(self._keepalive()), self.spawn(self._report_loop())]
+        background = [self.spawn(self._report_loop())]
         if self.options.disconnect_every > 0:
             background.append(self.spawn(self._chaos()))
         if self.options.event_every > 0:
             background.append(self.spawn(self._heartbeats()))
         for device in self.devices:
-            device._spawn_connect()
+            device.task = self.spawn(device.run())
         try:
             await stop.wait()
         finally:
@@ -497,27 +551,25 @@ class Simulator:
         self.stopping = True
         for task in background:
             task.cancel()
-        # Let connects in flight finish, and their socket registrations land, before closing.
-        await self.loop.run_in_executor(None, lambda: self.executor.shutdown(cancel_futures=True))
-        await asyncio.sleep(0)
         for device in self.devices:
-            device.close()
-        self.sockets_open(0)
-        # paho closes each socket once its offline status and DISCONNECT are written.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._all_closed.wait(), 5.0)
+            device.stop()
+        # Connected devices say offline and disconnect; connects in flight finish, then do too.
+        running = [d.task for d in self.devices if d.task is not None and not d.task.done()]
+        if running:
+            _, late = await asyncio.wait(running, timeout=10.0)
+            for task in late:
+                task.cancel()
         for device in self.devices:
-            device.detach()
-        for task in list(self._tasks):
+            device.client.abandon()
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+        await asyncio.sleep(0)  # aiomqtt's keepalive tasks, cancelled as their sockets closed
         self.report({"type": "stopped", **self.snapshot()})
 
     # bookkeeping
-
-    def sockets_open(self, change: int) -> None:
-        self._open_sockets += change
-        if self.stopping and self._open_sockets <= 0:
-            self._all_closed.set()
 
     def device_connected(self, device: SimulatedDevice) -> None:
         self.stats.connected += 1
@@ -587,17 +639,6 @@ class Simulator:
         return DEMO_COMMANDS[plan.command.name].run(device.state, dict(args))
 
     # background tasks
-
-    async def _keepalive(self) -> None:
-        """paho's ``loop_misc`` for every connected device once a second (PINGREQs, timeouts)."""
-        while True:
-            await asyncio.sleep(1.0)
-            for n, device in enumerate(self.devices):
-                # Connected: PINGREQs. Waiting for a CONNACK: paho gives up after a keepalive.
-                if device.connected or (device.connecting and not device.in_executor):
-                    device.client.loop_misc()
-                if n % 1000 == 999:
-                    await asyncio.sleep(0)
 
     async def _report_loop(self) -> None:
         if self.options.report_every <= 0:

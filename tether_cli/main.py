@@ -55,12 +55,13 @@ def register_up(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 def registrars() -> list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]]:
     """One module per group of subcommands, in the order ``tether --help`` lists them."""
-    from tether_cli import bridge, broker, client, devices, gateway
+    from tether_cli import bridge, broker, client, db, devices, gateway
 
     return [
         register_up,
         broker.register,
         bridge.register,
+        db.register,
         devices.register,
         gateway.register,
         client.register,

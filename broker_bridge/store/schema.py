@@ -1,14 +1,39 @@
-"""Versioned schema migrations of one shard. Append a migration; never edit a shipped one.
+"""Versioned schema migrations of one shard, with sqlite-utils. Append; never edit a shipped one.
 
-Each migration runs in one transaction together with the ``user_version`` bump, so a crash
-mid-migration leaves the shard at the previous version, never half-migrated.
+A migration is a function of a :class:`sqlite_utils.Database`, registered in order by
+``@migration``; a shard's version (``PRAGMA user_version``) is how many of them it has had.
+Each runs in one transaction (``db.atomic()``) together with the version bump, so a crash
+mid-migration leaves the shard at the previous version, never half-migrated. A new column is
+one function at the end of this file::
+
+    @migration
+    def v3_acting_token(db: Database) -> None:
+        db.table("commands").add_column("by", str)
+
+sqlite-utils runs only here, when a shard opens; the store's reads and writes stay on raw
+``sqlite3`` (its hot path, ``bench/store_transitions.py``). Version 1 is the SQL the first
+release shipped, kept as it ran: sqlite-utils' ``create()`` has no AUTOINCREMENT, UNIQUE column
+or partial index, which it uses.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
+
+from sqlite_utils import Database
 
 from tether.protocol.errors import TetherError
+
+Migration = Callable[[Database], None]
+MIGRATIONS: list[Migration] = []
+
+
+def migration(fn: Migration) -> Migration:
+    """Register ``fn`` as the next version (the order of the file is the order of versions)."""
+    MIGRATIONS.append(fn)
+    return fn
+
 
 _V1 = """
 CREATE TABLE devices (
@@ -61,19 +86,28 @@ CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO meta (key, value) VALUES ('events_pruned_through', '0');
 """
 
-# Honest outcomes: who ended a command, what a cancel could promise, what the device reported
-# after the end; presence that is only trusted once the device (or the broker, now) says so.
-_V2 = """
-ALTER TABLE commands ADD COLUMN ended_by TEXT;  -- device | operator | tether
-ALTER TABLE commands ADD COLUMN cancel TEXT;  -- done | requested
-ALTER TABLE commands ADD COLUMN late TEXT;  -- JSON {status, result?, error?, at}: after the end
-ALTER TABLE devices ADD COLUMN features TEXT NOT NULL DEFAULT '[]';
-ALTER TABLE devices ADD COLUMN status_seen INTEGER NOT NULL DEFAULT 0;  -- it ever sent a status
-ALTER TABLE devices ADD COLUMN confirmed INTEGER NOT NULL DEFAULT 0;  -- spoke since bridge start
-ALTER TABLE devices ADD COLUMN status_checked INTEGER NOT NULL DEFAULT 0;  -- broker replayed it
-"""
 
-MIGRATIONS: list[str] = [_V1, _V2]
+@migration
+def v1_initial(db: Database) -> None:
+    for statement in _statements(_V1):
+        db.execute(statement)
+
+
+@migration
+def v2_honest_outcomes(db: Database) -> None:
+    """Who ended a command, what a cancel could promise, what the device reported after the end;
+    presence that is only trusted once the device (or the broker, now) says so."""
+    commands = db.table("commands")
+    commands.add_column("ended_by", str)  # device | operator | tether
+    commands.add_column("cancel", str)  # done | requested
+    commands.add_column("late", str)  # JSON {status, result?, error?, at}: after the end
+    devices = db.table("devices")
+    devices.add_column("features", str, not_null_default="[]")
+    devices.add_column("status_seen", int, not_null_default=0)  # it ever sent a status
+    devices.add_column("confirmed", int, not_null_default=0)  # spoke since bridge start
+    devices.add_column("status_checked", int, not_null_default=0)  # broker replayed it
+
+
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -81,25 +115,25 @@ class SchemaError(TetherError, RuntimeError):
     """A shard whose schema this release cannot use (made by a newer one, or damaged)."""
 
 
+def schema_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
 def migrate(conn: sqlite3.Connection) -> int:
-    """Bring the shard to :data:`SCHEMA_VERSION`. ``conn`` must be in autocommit mode."""
-    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    """Bring the shard to :data:`SCHEMA_VERSION`. ``conn`` must be in autocommit mode, and the
+    only one migrating this shard (the data directory has one stack at a time)."""
+    version = schema_version(conn)
     if version > SCHEMA_VERSION:
         raise SchemaError(
             f"shard schema version {version} is newer than this Tether ({SCHEMA_VERSION}): upgrade"
         )
-    while version < SCHEMA_VERSION:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in _statements(MIGRATIONS[version]):
-                conn.execute(statement)
-            version += 1
-            conn.execute(f"PRAGMA user_version = {version}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-    return version
+    # Leave the store's connection as it was set up: no recursive triggers, no plugins.
+    db = Database(conn, recursive_triggers=False, execute_plugins=False)
+    for number in range(version, SCHEMA_VERSION):
+        with db.atomic():
+            MIGRATIONS[number](db)
+            db.execute(f"PRAGMA user_version = {number + 1}")
+    return SCHEMA_VERSION
 
 
 def _statements(script: str) -> list[str]:
