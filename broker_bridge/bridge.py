@@ -249,6 +249,7 @@ class Bridge:
             "at": format_time(_now()),
             "heads": {str(shard): seq for shard, seq in self._heads.items()},
             "counters": self.stats.snapshot(),
+            "latency": self.latency.export(),
         }
 
     def publish_status(self) -> None:

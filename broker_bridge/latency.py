@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from tether.protocol.service import HopHistogram
 
@@ -191,6 +192,42 @@ class LatencyWindow:
             "states_per_minute": per_minute,
         }
 
+    def export(self) -> dict[str, Any]:
+        """This window as JSON-ready data (for an owner's status): :meth:`absorb` adds it to
+        another window, so a gateway shows the workers' figures without decoding events."""
+        with self._lock:
+            return {
+                "slots": [
+                    {
+                        "minute": slot.minute,
+                        "states": dict(slot.states),
+                        "hops": {h: _export(hist) for h, hist in slot.hops.items() if hist.n},
+                    }
+                    for slot in self._slots
+                ],
+                "forever": {h: _export(hist) for h, hist in self._forever.items() if hist.n},
+            }
+
+    def absorb(self, exported: dict[str, Any]) -> None:
+        """Add another window's :meth:`export` to this one (minutes kept apart)."""
+        with self._lock:
+            for data in exported.get("slots", []):
+                minute = int(data["minute"])
+                slot = next((s for s in self._slots if s.minute == minute), None)
+                if slot is None:
+                    slot = _Slot(minute)
+                    self._slots.append(slot)
+                    self._slots.sort(key=lambda s: s.minute)
+                    del self._slots[: -self.window_minutes]
+                for state, count in data["states"].items():
+                    slot.states[state] = slot.states.get(state, 0) + int(count)
+                for hop, hist in data["hops"].items():
+                    if hop in slot.hops:
+                        slot.hops[hop].merge(_import(hist, FINE_BOUNDS))
+            for hop, hist in exported.get("forever", {}).items():
+                if hop in self._forever:
+                    self._forever[hop].merge(_import(hist, BOUNDS))
+
     def cumulative(self) -> dict[str, Histogram]:
         with self._lock:
             out = {}
@@ -199,6 +236,22 @@ class LatencyWindow:
                 copy.merge(h)
                 out[hop] = copy
             return out
+
+
+def _export(histogram: Histogram) -> dict[str, Any]:
+    return {
+        "counts": histogram.counts,
+        "total": histogram.total,
+        "n": histogram.n,
+        "low": histogram.low,
+        "high": histogram.high,
+    }
+
+
+def _import(data: dict[str, Any], bounds: tuple[float, ...]) -> Histogram:
+    return Histogram(
+        bounds, list(data["counts"]), data["total"], data["n"], data["low"], data["high"]
+    )
 
 
 def _ms(seconds: float | None) -> float | None:

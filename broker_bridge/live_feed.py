@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -45,14 +44,12 @@ class LiveFeed:
         reader: StoreReader,
         hub: EventHub,
         heads: list[int],
-        observe: Callable[[list[StoredEvent]], None],
     ) -> None:
         """``heads``: each shard's last event when the gateway started (its streams replay
         anything before from the store)."""
         self.reader = reader
         self.hub = hub
         self.last = list(heads)
-        self.observe = observe
         self.repairs = 0
         self.repaired_events = 0
         self._queue: asyncio.Queue[_Heard | _Head] = asyncio.Queue()
@@ -97,7 +94,6 @@ class LiveFeed:
         if fresh:
             self.last[shard] = fresh[-1].seq
             self.hub.dispatch(fresh)
-            self.observe(fresh)
 
     async def _repair(self, shard: int, through: int) -> None:
         """Read what was committed but not heard, up to ``through``, and pass it on."""

@@ -126,13 +126,16 @@ class Outbound:
 
     def events(self, events: list[StoredEvent]) -> None:
         """Store listener (the committing thread, after commit): each shard's part of the
-        commit on its events topic, in commit order."""
+        commit on its events topic, in commit order. QoS 0: a gateway that misses one reads it
+        from the shard (see :mod:`broker_bridge.live_feed`), so no PUBACK is worth its cost."""
         by_shard: dict[int, list[StoredEvent]] = {}
         for event in events:
             by_shard.setdefault(event.shard, []).append(event)
         for shard, part in by_shard.items():
             for payload in encode_events(part):
-                self.session.publish(self.internal.events(shard), payload, None, _events_failed)
+                self.session.publish(
+                    self.internal.events(shard), payload, None, _events_failed, qos=0
+                )
 
     def answer(self, response_topic: str, correlation: bytes, answer: Answer) -> None:
         props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]

@@ -29,7 +29,7 @@ from broker_bridge.counters import Counters
 from broker_bridge.errors import TetherError, Unavailable
 from broker_bridge.event_log import current_cursor
 from broker_bridge.hub import EventHub
-from broker_bridge.latency import LatencyWindow, hop_histograms, hops_of
+from broker_bridge.latency import LatencyWindow, hop_histograms
 from broker_bridge.live_feed import LiveFeed
 from broker_bridge.mqtt_session import MqttSession, SessionSettings
 from broker_bridge.ownership import group_of
@@ -49,7 +49,6 @@ from tether.protocol.service import (
     Positioned,
     Record,
     Reset,
-    StoredEvent,
 )
 
 log = logging.getLogger(__name__)
@@ -71,7 +70,6 @@ class RemoteService(StoreReads):
         self.internal = InternalTopics(settings.prefix)
         self.gateway_id = f"gw-{uuid.uuid4().hex[:12]}"
         self.counters = Counters()
-        self.latency = LatencyWindow()
         self.broker_figures = BrokerFigures()
         self._owners: dict[int, dict[str, Any]] = {}
         self._owners_lock = threading.Lock()
@@ -104,7 +102,7 @@ class RemoteService(StoreReads):
         super().__init__(reader)
         self._hub = EventHub(self._loop)
         heads = await self._heads(reader)
-        self._feed = LiveFeed(reader, self._hub, heads, self._observe)
+        self._feed = LiveFeed(reader, self._hub, heads)
         self._feed.start()
         await asyncio.to_thread(self.session.start)
 
@@ -179,12 +177,6 @@ class RemoteService(StoreReads):
         future = self._pending.get(correlation or b"")
         if future is not None and not future.done():
             future.set_result(answer)
-
-    def _observe(self, events: list[StoredEvent]) -> None:
-        for event in events:
-            if event.kind == "command":
-                record = event.data
-                self.latency.record(record["state"], hops_of(record["state"], record["times"]))
 
     # requests to the owners
 
@@ -271,6 +263,7 @@ class RemoteService(StoreReads):
             }
             age = now - status.pop("heard")
             counters = status.pop("counters", {})
+            status.pop("latency", None)
             out.append(
                 {
                     **status,
@@ -283,8 +276,18 @@ class RemoteService(StoreReads):
             )
         return out
 
+    def _latency(self) -> LatencyWindow:
+        """The owners' latency windows, merged (each owner measures its own commands)."""
+        with self._owners_lock:
+            exports = [s.get("latency") or {} for s in self._owners.values()]
+        window = LatencyWindow()
+        for exported in exports:
+            window.absorb(exported)
+        return window
+
     async def figures(self) -> Figures:
         owners = self.owners()
+        latency = self._latency()
         counters = Counters()
         for owner in owners:
             for key, value in owner.get("messages", {}).items():
@@ -297,8 +300,8 @@ class RemoteService(StoreReads):
             broker_connected=self.session.connected.is_set(),
             broker=self.broker_figures.snapshot(),
             counters=counters.snapshot(),
-            latency=self.latency.summary(),
-            hops=hop_histograms(self.latency),
+            latency=latency.summary(),
+            hops=hop_histograms(latency),
             workers=[{k: v for k, v in o.items() if k != "messages"} for o in owners],
         )
 

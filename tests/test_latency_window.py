@@ -68,3 +68,21 @@ def test_hops_from_a_record() -> None:
     final = hops_of("succeeded", times)
     assert round(final["delivered_to_final"], 6) == 0.1 and round(final["end_to_end"], 6) == 0.105
     assert hops_of("cancelled", {"queued": times["queued"], "cancelled": times["sent"]}) == {}
+
+
+def test_windows_merged_from_their_exports_equal_one_window_that_saw_everything() -> None:
+    """A gateway shows the workers' latency by merging their exported windows."""
+    now = [1_000_000.0]
+    whole, first, second = (LatencyWindow(clock=lambda: now[0]) for _ in range(3))
+    for n in range(200):
+        now[0] += 1.7  # across several minutes of the window
+        hops = {"end_to_end": 0.001 * (n % 37 + 1), "sent_to_delivered": 0.0005 * (n % 11 + 1)}
+        whole.record("succeeded", hops)
+        (first if n % 3 else second).record("succeeded", hops)
+    merged = LatencyWindow(clock=lambda: now[0])
+    merged.absorb(first.export())
+    merged.absorb(second.export())
+    assert merged.summary() == whole.summary()
+    assert {h: (c.counts, c.n) for h, c in merged.cumulative().items()} == {
+        h: (c.counts, c.n) for h, c in whole.cumulative().items()
+    }
