@@ -12,7 +12,9 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import jsonschema_rs
 import pytest
 from playwright.sync_api import Browser, Locator, expect
 
@@ -24,6 +26,7 @@ from tests.support.processes import ADMIN_TOKEN, GatewayProcess
 from tests.support.waiting import wait_until
 from tests.test_dashboard_browser import ARTIFACTS, browser, console_errors
 from tether_cli.client import format_workers
+from ui_gateway.openapi import SCHEMAS
 
 __all__ = ["browser"]  # the module-scoped Chromium fixture, shared with the other dashboard tests
 
@@ -217,8 +220,24 @@ def _owned_line(group: int, worker: str, pid: int) -> re.Pattern[str]:
     )
 
 
+def _documented_workers(cluster: Cluster) -> list[dict[str, Any]]:
+    """``/api/fleet``'s workers, each checked against the OpenAPI document's Worker schema."""
+    with cluster.api() as api:
+        workers: list[dict[str, Any]] = api.get("/api/fleet").json()["workers"]
+    validator = jsonschema_rs.validator_for(SCHEMAS["Worker"])
+    for worker in workers:
+        validator.validate(worker)
+    return workers
+
+
 def test_tether_status_prints_each_group_its_owner_shards_and_lag(cluster: Cluster) -> None:
     pids = {name: cluster.procs[name].pid for name in ("worker-0", "worker-1")}
+    _commit_in_every_shard(cluster)
+    owned = _documented_workers(cluster)
+    assert [(w["group"], w["owner"], w["pid"], w["shards"]) for w in owned] == [
+        (0, "worker-0", pids["worker-0"], SHARDS[0]),
+        (1, "worker-1", pids["worker-1"], SHARDS[1]),
+    ]
     out = _status(cluster)
     assert "\nworkers  2 groups, 2 workers\n" in out, out
     assert _owned_line(0, "worker-0", pids["worker-0"]).search(out), out
@@ -242,6 +261,10 @@ def test_tether_status_prints_each_group_its_owner_shards_and_lag(cluster: Clust
     )
     assert "\nworkers  2 groups, 0 workers, 2 without an owner (taking over)\n" in out, out
     assert "  group 0   NO OWNER: taking over\n  group 1   NO OWNER: taking over" in out, out
+    assert _documented_workers(cluster) == [
+        {"group": 0, "owner": None},
+        {"group": 1, "owner": None},
+    ]
 
 
 def test_status_names_a_silent_owner_and_an_unknown_lag() -> None:
