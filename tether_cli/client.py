@@ -186,6 +186,7 @@ def format_status(fleet: dict[str, Any]) -> str:
     for shard in fleet.get("shards", []):
         if not shard.get("ok"):
             lines.append(f"shard {shard['shard']} FAILED: {shard.get('error')}")
+    lines += format_workers(fleet.get("workers") or [])
     for title, key, field in (
         ("slowest devices (mean end to end, ms)", "slowest", "mean_end_to_end_ms"),
         ("most pending", "top_pending", "pending"),
@@ -196,6 +197,41 @@ def format_status(fleet: dict[str, Any]) -> str:
             lines.append(f"\n{title}")
             lines += [f"  {row['device']:<30} {row[field]:>10}" for row in rows]
     return "\n".join(lines)
+
+
+def format_workers(workers: list[dict[str, Any]]) -> list[str]:
+    """One line per shard group: its owner (or ``NO OWNER``), the shards, the lag.
+
+    ``group 0   worker-0 on host pid 41  shards 0,2  lag 0 events  status 1.2 s old``; a silent
+    owner (its status too old) is named, with ``SILENT``: another worker takes over."""
+    if not workers:
+        return []
+    unowned = [w for w in workers if w.get("owner") is None or w.get("stale")]
+    owners = {w["owner"] for w in workers if w not in unowned}
+    summary = f"{plural(len(workers), 'group')}, {plural(len(owners), 'worker')}"
+    if unowned:
+        summary += f", {len(unowned)} without an owner (taking over)"
+    lines = [f"\nworkers  {summary}"]
+    for w in sorted(workers, key=lambda w: int(w["group"])):
+        if w.get("owner") is None:
+            lines.append(f"  group {w['group']:<3} NO OWNER: taking over")
+            continue
+        where = f" on {w['host']}" if w.get("host") else ""
+        pid = f" pid {w['pid']}" if w.get("pid") is not None else ""
+        shards = ",".join(str(s) for s in w.get("shards", [])) or "-"
+        # absent shards: the owner committed nothing there yet; null: the gateway has no feed
+        reported = w.get("events_behind")
+        behind = [n for n in (reported or {}).values() if isinstance(n, int)]
+        known = isinstance(reported, dict) and (behind or not reported)
+        lag = plural(sum(behind), "event") if known else "unknown"
+        age = w.get("status_age_seconds")
+        status = "" if age is None else f"  status {age:g} s old"
+        silent = "  SILENT: taking over" if w.get("stale") else ""
+        lines.append(
+            f"  group {w['group']:<3} {w['owner']}{where}{pid}  shards {shards}  lag {lag}"
+            f"{status}{silent}"
+        )
+    return lines
 
 
 def cmd_provision(args: argparse.Namespace) -> int:

@@ -167,7 +167,46 @@ SCHEMAS: dict[str, Any] = {
             "commands": {"type": "array", "items": {"$ref": "#/components/schemas/Command"}}
         },
     },
-    "Fleet": {"type": "object"},
+    "Fleet": {
+        "type": "object",
+        "properties": {
+            "workers": {
+                "type": "array",
+                "description": "(extension) the owner of each shard group, one entry per group; "
+                "empty when the gateway runs in the same process as the bridge",
+                "items": {"$ref": "#/components/schemas/Worker"},
+            }
+        },
+    },
+    "Worker": {
+        "type": "object",
+        "description": "A shard group and the bridge worker that holds its lease, as that worker "
+        "last reported it; `owner` is null while no live worker owns the group (a takeover is "
+        "due: commands to its devices get 503 until one does)",
+        "required": ["group", "owner"],
+        "properties": {
+            "group": {"type": "integer", "minimum": 0},
+            "owner": {"type": ["string", "null"], "description": "the owner's worker name"},
+            "worker": {"type": "string"},
+            "pid": {"type": "integer"},
+            "host": {"type": "string"},
+            "client_id": {"type": "string", "description": "the group's MQTT session"},
+            "shards": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+            "since": {"type": "string", "format": "date-time", "description": "owner since"},
+            "at": {"type": "string", "format": "date-time", "description": "the status's time"},
+            "status_age_seconds": {"type": "number"},
+            "stale": {
+                "type": "boolean",
+                "description": "the owner has been silent too long: it does not count as an owner",
+            },
+            "events_behind": {
+                "type": "object",
+                "description": "per shard: events the owner committed that this gateway's live "
+                "feed has not yet seen (null: no live feed)",
+                "additionalProperties": {"type": ["integer", "null"], "minimum": 0},
+            },
+        },
+    },
     "FleetHistory": {
         "type": "object",
         "required": ["range", "range_seconds", "step_seconds", "from", "to", "points"],

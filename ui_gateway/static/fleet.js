@@ -6,12 +6,14 @@
 //   opened a moment ago), and online devices against the fleet size over the last 10 minutes
 //   (sampled live, in a bounded ring);
 // - the broker strip (#broker-panel): connection, version and Mosquitto's $SYS figures;
+// - the workers (#workers-panel, workers.js): each shard group's owner, its shards and lag;
 // - the hop latency table (#hop-table) and the slowest / most pending / most failing devices.
 // Fields it does not know are ignored and missing ones are skipped. Device ids are untrusted:
 // they only ever reach the page as text.
 
 import { h, setText, formatCount, formatClock, formatLatency, isPlainObject, session } from './dom.js';
 import { Ring, Sparkline, niceMax, logFloor, formatRate, formatMs, formatBytes, formatDuration, formatWindow } from './charts.js';
+import { createWorkersPanel } from './workers.js';
 
 const FIGURES = [
   { key: 'online', label: 'Online', read: (data) => data.devices?.online },
@@ -378,7 +380,10 @@ function createMonitor(container, { interval, onDevice, onRange }) {
     ranks.pending.element,
     ranks.failures.element,
   );
-  container.replaceChildren(rangeBar, chartRow, brokerPanel, details);
+  // Bridge workers: the owner of each shard group.
+  const workers = createWorkersPanel();
+
+  container.replaceChildren(rangeBar, chartRow, brokerPanel, workers.element, details);
 
   // -------------------------------------------------------------------------------------------
 
@@ -435,6 +440,7 @@ function createMonitor(container, { interval, onDevice, onRange }) {
     lastData = data;
     redraw(now);
     renderBroker(data.broker);
+    workers.render(data.workers);
     renderHops();
     renderRanks(data);
   }
