@@ -113,6 +113,7 @@ async def one_round(
         else None,
         "cpu": cpu,
         "waited_until": round(t_end - launched, 2),
+        "ws_closed": client.closed,
     }
     return rep
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 import subprocess
 import sys
@@ -189,8 +190,8 @@ def table(results: dict[str, dict[str, Any]]) -> tuple[list[list[str]], list[lis
             v = rss.get(when, {})
             rows.append(
                 [
-                    f"  RSS {when.replace('_', ' ')}: gateway+bridge / mosquitto / simulator",
-                    f"{v.get('gateway')} / {v.get('mosquitto')} / {v.get('simulator')} MiB",
+                    f"  RSS {when.replace('_', ' ')}: workers+gateways / mosquitto / simulator",
+                    f"{_server_rss(v)} / {v.get('mosquitto')} / {v.get('simulator')} MiB",
                     "",
                     "",
                 ]
@@ -424,6 +425,12 @@ def topology_markdown(topo: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def _server_rss(rss: dict[str, Any]) -> float | None:
+    """The server processes' RSS together (``gateway`` alone in runs from before the split)."""
+    own = [v for k, v in rss.items() if k.startswith(("worker-", "gateway"))]
+    return round(sum(own), 1) if own else None
+
+
 def _met(ok: bool) -> str:
     return "met" if ok else "MISSED"
 
@@ -459,6 +466,13 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes, to check the scripts")
     parser.add_argument("--timeout", type=float, default=600.0, help="per benchmark")
     parser.add_argument("--repeat", type=int, default=1, help="rounds, alternating the benches")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAMES=ARGS",
+        help='extra arguments for some benches, e.g. --set e2e,e2e_2x2="--devices 200"',
+    )
     parser.add_argument("--from-json", type=Path, help="only print the table of an earlier run")
     args = parser.parse_args()
     if args.from_json:
@@ -469,11 +483,17 @@ def main() -> int:
             print("\n" + topology_markdown(doc["topologies"]))
         return 0
     started = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    chosen: dict[str, list[str]] = {}
+    for item in args.set:
+        names, _, text = item.partition("=")
+        for name in names.split(","):
+            chosen.setdefault(name, []).extend(shlex.split(text))
     rounds: list[dict[str, dict[str, Any]]] = []
     for n in range(args.repeat):
         results: dict[str, dict[str, Any]] = {}
         for name in args.only.split(","):
             extra = list(QUICK.get(name, [])) if args.quick else []
+            extra += chosen.get(name, [])
             if not args.no_profile and name in ("e2e", "store") and n == 0:
                 extra.append("--profile")
             results[name] = run_one(name, extra, args.timeout)
@@ -485,6 +505,7 @@ def main() -> int:
         "started_utc": started,
         "machine": machine_facts(),
         "quick": args.quick,
+        "argv": sys.argv[1:],
         "contention": contention(results),
         "results": results,
         "later_rounds": rounds[1:],
