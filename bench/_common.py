@@ -1,5 +1,5 @@
-"""Shared plumbing of the benchmarks: machine facts, a private broker, the gateway, the
-simulator, process accounting and small statistics.
+"""Shared plumbing of the benchmarks: machine facts, a private broker, the server side (bridge
+workers and gateways), the simulator, process accounting and small statistics.
 
 Everything runs on 127.0.0.1, on free ports, under a temporary directory, and every process a
 benchmark starts is stopped by its ``Harness`` (children also get SIGTERM if the benchmark dies:
@@ -197,6 +197,24 @@ class CpuMeter:
         }
 
 
+def cpu_per_command(
+    cpu: dict[str, Any], commands: int, totals: dict[str, Iterable[str]]
+) -> dict[str, Any]:
+    """Milliseconds of CPU per command from a :class:`CpuMeter` report over ``commands``
+    commands: per process, and summed over each named set of processes (``totals``, e.g.
+    ``{"tether": [workers, gateways, "mosquitto"]}``: issue 16's rule counts the broker)."""
+    if commands <= 0:
+        return {"commands": commands}
+    used = cpu["cpu_s"]
+    out: dict[str, Any] = {
+        "commands": commands,
+        "per_process_ms": {n: round(v * 1000 / commands, 3) for n, v in used.items()},
+    }
+    for label, names in totals.items():
+        out[f"{label}_ms"] = round(sum(used.get(n, 0.0) for n in names) * 1000 / commands, 3)
+    return out
+
+
 # --- broker ----------------------------------------------------------------------------------
 
 
@@ -310,7 +328,7 @@ class Broker:
 
 def seed_store(data_dir: Path, ids: list[str], shards: int | None = None) -> float:
     """Create devices in the command store directly (what ``POST /api/devices`` does after the
-    broker side), before the gateway opens it. Returns the seconds it took."""
+    broker side), before the workers open it. Returns the seconds it took."""
     from broker_bridge.store import jobs
     from broker_bridge.store.sharded import ShardedStore
 
@@ -324,17 +342,42 @@ def seed_store(data_dir: Path, ids: list[str], shards: int | None = None) -> flo
     return time.monotonic() - t0
 
 
-# --- gateway (bridge inside) -----------------------------------------------------------------
+# --- the server side: bridge workers and gateways ------------------------------------------
 
 
-class Gateway:
-    def __init__(self, broker: Broker, work: Path, extra_args: list[str] | None = None) -> None:
+class Server:
+    """Tether's server side as ``tether up`` runs it: ``workers`` bridge workers (``tether
+    bridge``; each owns its share of the store's shard groups through the group leases) and
+    ``gateways`` stateless gateways (``tether gateway``) sharing one HTTP port (SO_REUSEPORT).
+
+    The store is laid out here first (``groups`` shard groups, 2 by default, like ``tether up``)
+    so every worker agrees on it; with one worker that worker owns every group. ``pids`` names
+    every process (``worker-0``, ``gateway-0``, ...): CPU per command is summed over all of them.
+    """
+
+    def __init__(
+        self,
+        broker: Broker,
+        work: Path,
+        *,
+        workers: int = 1,
+        gateways: int = 1,
+        groups: int | None = 2,
+        shards: int | None = None,
+        worker_args: list[str] | None = None,
+        gateway_args: list[str] | None = None,
+    ) -> None:
         self.broker = broker
         self.work = work
+        self.workers = workers
+        self.gateways = gateways
+        self.groups = groups
+        self.shards = shards
         self.port = free_port()
-        self.log_path = work / "gateway.log"
-        self.extra_args = extra_args or []
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.worker_args = worker_args or []
+        self.gateway_args = gateway_args or []
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.logs: dict[str, Path] = {}
 
     @property
     def url(self) -> str:
@@ -345,15 +388,24 @@ class Gateway:
         return f"ws://127.0.0.1:{self.port}/ws?token={ADMIN_TOKEN}"
 
     @property
-    def pid(self) -> int:
-        return self.proc.pid if self.proc else 0
+    def pids(self) -> dict[str, int]:
+        """Every server process by name (workers first, then gateways)."""
+        return {name: proc.pid for name, proc in self.procs.items()}
 
-    def start(self, timeout: float = 60) -> None:
+    def pids_of(self, kind: str) -> dict[str, int]:
+        """``worker`` or ``gateway`` processes only."""
+        return {n: p for n, p in self.pids.items() if n.startswith(kind + "-")}
+
+    @property
+    def topology(self) -> str:
+        return f"{self.workers}+{self.gateways}"
+
+    def _argv(self, command: str) -> list[str]:
         argv = [
             sys.executable,
             "-m",
             "tether_cli",
-            "gateway",
+            command,
             "--data-dir",
             str(self.work),
             "--mqtt-port",
@@ -361,12 +413,15 @@ class Gateway:
             "--mqtt-username",
             ADMIN_USER,
             f"--mqtt-password={self.broker.admin_password}",  # may start with "-"
-            "--http-port",
-            str(self.port),
-            *self.extra_args,
         ]
-        with self.log_path.open("ab") as out:
-            self.proc = subprocess.Popen(
+        if self.shards is not None:
+            argv += ["--shards", str(self.shards)]
+        return argv
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        self.logs[name] = self.work / f"{name}.log"
+        with self.logs[name].open("ab") as out:
+            self.procs[name] = subprocess.Popen(
                 argv,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -375,17 +430,48 @@ class Gateway:
                 env={**os.environ, "TETHER_ADMIN_TOKEN": ADMIN_TOKEN},
                 preexec_fn=die_with_parent,
             )
-        deadline = time.monotonic() + timeout
+
+    def start(self, timeout: float = 60) -> None:
+        from broker_bridge.store.sharded import open_layout
+
+        open_layout(self.work / "store", self.shards, self.groups)
+        for i in range(self.workers):
+            worker = ["--worker-name", f"worker-{i}", "--worker-index", str(i)]
+            self._spawn(
+                f"worker-{i}",
+                [
+                    *self._argv("bridge"),
+                    *worker,
+                    "--workers",
+                    str(self.workers),
+                    *self.worker_args,
+                ],
+            )
+        for i in range(self.gateways):
+            argv = [*self._argv("gateway"), "--http-port", str(self.port), *self.gateway_args]
+            self._spawn(f"gateway-{i}", argv)
+        self._wait_ready(time.monotonic() + timeout)
+
+    def _wait_ready(self, deadline: float) -> None:
+        """/readyz answers 200 (every group has an owner) and every gateway says uvicorn is
+        serving (the shared port may hand the probe to any one of them)."""
         with httpx.Client(base_url=self.url, timeout=2) as client:
             while True:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"gateway exited: {self.log_tail()}")
+                for name, proc in self.procs.items():
+                    if proc.poll() is not None:
+                        raise RuntimeError(f"{name} exited: {self.log_tail(name)}")
+                ready = False
                 with contextlib.suppress(httpx.HTTPError):
-                    if client.get("/readyz").status_code == 200:
-                        return
+                    ready = client.get("/readyz").status_code == 200
+                if ready and all(
+                    "startup complete" in self.logs[n].read_text(errors="replace")
+                    for n in self.pids_of("gateway")
+                ):
+                    return
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"gateway not ready in time: {self.log_tail()}")
-                time.sleep(0.1)  # polling a child's readiness
+                    tails = "\n".join(f"{n}: {self.log_tail(n)}" for n in self.procs)
+                    raise RuntimeError(f"server not ready in time:\n{tails}")
+                time.sleep(0.1)  # polling children's readiness
 
     def api(self, timeout: float = 30) -> httpx.Client:
         return httpx.Client(
@@ -415,19 +501,30 @@ class Gateway:
             provision_fleet(api, ids, path, workers=workers)
         return time.monotonic() - t0
 
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
+    def cpu_seconds(self) -> float:
+        """CPU seconds used so far by every server process together."""
+        return sum(cpu_seconds(pid) for pid in self.pids.values())
 
-    def log_tail(self, n: int = 20) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+    def rss_mib(self) -> dict[str, float]:
+        return {name: rss_mib(pid) for name, pid in self.pids.items()}
+
+    def stop(self) -> None:
+        """Gateways first (their clients go), then the workers."""
+        for name in reversed(list(self.procs)):
+            proc = self.procs[name]
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in reversed(list(self.procs.values())):
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs = {}
+
+    def log_tail(self, name: str, n: int = 20) -> str:
+        with contextlib.suppress(OSError, KeyError):
+            return "\n".join(self.logs[name].read_text(errors="replace").splitlines()[-n:])
         return ""
 
 
@@ -574,11 +671,12 @@ class Harness(contextlib.ExitStack):
         self.callback(broker.stop)
         return broker
 
-    def gateway(self, broker: Broker, extra_args: list[str] | None = None) -> Gateway:
-        gateway = Gateway(broker, self.work, extra_args)
-        self.callback(gateway.stop)
-        gateway.start()
-        return gateway
+    def server(self, broker: Broker, **kw: Any) -> Server:
+        """Bridge workers and gateways (see :class:`Server`), running when this returns."""
+        server = Server(broker, self.work, **kw)
+        self.callback(server.stop)
+        server.start()
+        return server
 
     def simulator(self, credentials: Path, count: int, broker: Broker, **kw: Any) -> Simulator:
         sim = Simulator(credentials, count, broker.port, self.work, **kw)

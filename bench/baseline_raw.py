@@ -8,7 +8,8 @@ Maximum 1000 like the bridge, TCP_NODELAY) that publishes ``tether/{id}/cmd`` Qo
 schedule and reads ``tether/+/ack``. No store, no WebSocket, no gateway.
 
 The same rate ladder and the same "sustained" rule as ``e2e_ws.py``, so Tether's figures can be
-read as ratios of these.
+read as ratios of these. CPU per command (``cpu_per_command.raw_ms``) counts the controller and
+the broker from the first publish until every ack is in (or the drain deadline).
 
     .venv/bin/python bench/baseline_raw.py [--devices 1000] [--duration 8]
 """
@@ -31,6 +32,7 @@ from _common import (
     ROOT,
     CpuMeter,
     Harness,
+    cpu_per_command,
     device_ids,
     emit,
     log,
@@ -251,6 +253,9 @@ def main() -> int:
                 meter.start()
                 rep = ctl.step(next_ref, count, rate, ids, args.drain)
                 rep["cpu"] = meter.stop()
+                rep["cpu_per_command"] = cpu_per_command(
+                    rep["cpu"], rep["acked"], {"raw": ["controller", "mosquitto"]}
+                )
                 next_ref += count
                 others = rep["cpu"]["cores"]["others"]
                 rep["others_cores"] = others

@@ -1,12 +1,12 @@
 """Bench: catch-up. A device offline with 1,000 pending commands comes back; time until all of
 them are terminal.
 
-Its own Mosquitto and gateway; one device provisioned through the REST API; ``tether simulate 1``
-connects it once (so the broker holds its persistent session), then stops (the device says
-offline and disconnects). 1,000 ``echo`` commands are sent over the WebSocket and the bench waits
-until every one is ``queued``: the device is known offline, so they wait in the store, not in its
-broker session (issue 13), and the bridge publishes them, in order, when the device is back.
-Then the simulator starts again and the clock runs until the 1,000th terminal event arrives on
+Its own Mosquitto, a bridge worker and a gateway; one device provisioned through the REST API;
+``tether simulate 1`` connects it once (so the broker holds its persistent session), then stops (the
+device says offline and disconnects). 1,000 ``echo`` commands are sent over the WebSocket and the
+bench waits until every one is ``queued``: the device is known offline, so they wait in the store,
+not in its broker session (issue 13), and the bridge publishes them, in order, when the device is
+back. Then the simulator starts again and the clock runs until the 1,000th terminal event arrives on
 the WebSocket. Measured from the simulator's launch and from the device's connect (its
 ``all_connected`` report); lost = not terminal within the deadline; duplicates = terminal events
 seen twice, commands the device ran more than once (simulator counters), and redeliveries its
@@ -30,16 +30,16 @@ from _common import CpuMeter, Harness, emit, log, machine_facts, raise_nofile
 from _wsload import WsLoad
 
 
-def published(gateway: Any) -> int | None:
+def published(server: Any) -> int | None:
     """The bridge's count of ``cmd`` publishes, from /metrics."""
-    with gateway.api() as api:
+    with server.api() as api:
         m = re.search(r'outcome="published"\} ([0-9.e+]+)', api.get("/metrics").text)
     return int(float(m.group(1))) if m else None
 
 
 async def one_round(
     h: Harness,
-    gateway: Any,
+    server: Any,
     broker: Any,
     creds: Any,
     device: str,
@@ -47,7 +47,7 @@ async def one_round(
     first_ref: int,
     deadline: float,
 ) -> dict[str, Any]:
-    client = WsLoad(gateway.ws_url, track_states=("queued",))
+    client = WsLoad(server.ws_url, track_states=("queued",))
     await client.open()
     await asyncio.sleep(0.3)
     refs = range(first_ref, first_ref + n)
@@ -55,12 +55,12 @@ async def one_round(
     all_sent = await client.wait_state("queued", refs, 60)
     accepted = sum(1 for r in refs if r in client.t.accepted)
     log(f"  {accepted}/{n} accepted, all held: {all_sent}, errors {len(client.t.errors)}")
-    online_before = await asyncio.to_thread(gateway.online)
-    published_before = await asyncio.to_thread(published, gateway)
+    online_before = await asyncio.to_thread(server.online)
+    published_before = await asyncio.to_thread(published, server)
     sim = h.simulator(creds, 1, broker, latency=0.0, report_every=1.0)
     meter = CpuMeter(
         {
-            "gateway": gateway.pid,
+            **server.pids,
             "mosquitto": broker.pid,
             "simulator": sim.pid,
             "loadgen": os.getpid(),
@@ -80,7 +80,7 @@ async def one_round(
     for r in refs:
         if r in t.terminal:
             states[t.terminal[r][1]] = states.get(t.terminal[r][1], 0) + 1
-    published_after = await asyncio.to_thread(published, gateway)
+    published_after = await asyncio.to_thread(published, server)
     stats = await asyncio.to_thread(sim.fresh_stats, 3.0)
     final = await asyncio.to_thread(sim.stop)
     final = final or stats or {}
@@ -113,18 +113,19 @@ async def one_round(
         else None,
         "cpu": cpu,
         "waited_until": round(t_end - launched, 2),
+        "ws_closed": client.closed,
     }
     return rep
 
 
 async def run(
-    args: argparse.Namespace, h: Harness, gateway: Any, broker: Any, creds: Any, device: str
+    args: argparse.Namespace, h: Harness, server: Any, broker: Any, creds: Any, device: str
 ) -> list[dict[str, Any]]:
     rounds = []
     for i in range(args.repeat):
         log(f"round {i + 1}: device offline, sending {args.commands} commands")
         rep = await one_round(
-            h, gateway, broker, creds, device, args.commands, 1 + i * args.commands, args.deadline
+            h, server, broker, creds, device, args.commands, 1 + i * args.commands, args.deadline
         )
         log(
             f"  all terminal {rep['all_terminal']} in {rep['seconds_from_simulator_launch']} s "
@@ -134,7 +135,7 @@ async def run(
         )
         rounds.append(rep)
         await asyncio.sleep(1.0)
-        if await asyncio.to_thread(gateway.online):
+        if await asyncio.to_thread(server.online):
             await asyncio.sleep(2.0)  # let the offline status land before the next round
     return rounds
 
@@ -150,18 +151,18 @@ def main() -> int:
     device = "catchup-1"
     with Harness("catchup") as h:
         broker = h.broker()
-        gateway = h.gateway(broker)
+        server = h.server(broker)
         creds = h.work / "fleet.json"
-        gateway.provision_rest([device], creds, workers=1)
+        server.provision_rest([device], creds, workers=1)
         log("first connect, to create the device's persistent session")
         sim = h.simulator(creds, 1, broker, latency=0.0)
-        if not sim.wait_all_connected(30) or gateway.wait_online(1, 30) is None:
+        if not sim.wait_all_connected(30) or server.wait_online(1, 30) is None:
             raise RuntimeError("the device did not come online")
         sim.stop()
         deadline = time.monotonic() + 15
-        while gateway.online() and time.monotonic() < deadline:
+        while server.online() and time.monotonic() < deadline:
             time.sleep(0.1)  # waiting for the offline status to be recorded
-        rounds = asyncio.run(run(args, h, gateway, broker, creds, device))
+        rounds = asyncio.run(run(args, h, server, broker, creds, device))
     secs = [r["seconds_from_simulator_launch"] for r in rounds if r["all_terminal"]]
     secs_conn = [r["seconds_from_device_connected"] for r in rounds if r["all_terminal"]]
     result.update(

@@ -1,7 +1,9 @@
 """Bench: end to end, WebSocket ``send`` → device → ``succeeded`` event on the same WebSocket.
 
-Starts its own Mosquitto (Tether's config, free port, temp dir), the gateway (bridge inside,
-8 shards, synchronous=FULL as shipped), provisions the devices through the REST API (timed),
+Starts its own Mosquitto (Tether's config, free port, temp dir), the server side as ``tether up``
+runs it: ``--workers`` bridge workers owning the store's 2 shard groups and ``--gateways``
+gateways sharing one HTTP port (8 shards, synchronous=FULL as shipped), provisions the devices
+through the REST API (timed),
 runs ``tether simulate N --latency 0`` in its own process, and drives an open-loop load at fixed
 offered rates over one WebSocket. Then it ramps the rate up until a step is not sustained (see
 ``_wsload.sustained``) and bisects once or twice below the first failure.
@@ -9,10 +11,15 @@ offered rates over one WebSocket. Then it ramps the rate up until a step is not 
 Per step: latency p50/p90/p99 from each command's scheduled send time to its ``succeeded``
 event, lost (accepted, no terminal event within the drain deadline), refused, duplicated
 (terminal event seen twice, or the simulator ran more commands than it was sent), and the CPU
-seconds each process used. ``--profile`` adds one step sampled with py-spy (gateway and
-simulator).
+seconds each process used, during the sends and from the first send until every command of the
+step is terminal (``cpu_per_command``: issue 16's rule, every worker, every gateway and the
+broker, over the step's commands). ``--profile`` adds one step sampled with py-spy (the first
+gateway, the first worker and the simulator).
 
-    .venv/bin/python bench/e2e_ws.py [--devices 1000] [--duration 8] [--profile]
+The load is one WebSocket client (one connection, so one gateway carries it; every gateway still
+receives and decodes every event from the workers). See ``docs/benchmarks.md``.
+
+    .venv/bin/python bench/e2e_ws.py [--devices 1000] [--duration 8] [--workers 2 --gateways 2]
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from typing import Any
 from _common import (
     CpuMeter,
     Harness,
-    cpu_seconds,
+    cpu_per_command,
     emit,
     log,
     machine_facts,
@@ -40,9 +47,9 @@ from tether_cli.fleet import numbered_ids
 
 
 class Runner:
-    def __init__(self, args: argparse.Namespace, gateway: Any, sim: Any, broker: Any) -> None:
+    def __init__(self, args: argparse.Namespace, server: Any, sim: Any, broker: Any) -> None:
         self.args = args
-        self.gateway = gateway
+        self.server = server
         self.sim = sim
         self.broker = broker
         self.devices = numbered_ids(args.devices, "sim-")
@@ -56,7 +63,7 @@ class Runner:
         if self.client is None or self.client.closed is not None:
             if self.client is not None:
                 await self.client.close()
-            self.client = WsLoad(self.gateway.ws_url)
+            self.client = WsLoad(self.server.ws_url)
             self.clients.append(self.client)
             await self.client.open()
             await asyncio.sleep(0.3)  # let the stream subscribe ("from now")
@@ -89,15 +96,14 @@ class Runner:
         return report
 
     async def quiesce(self, within: float = 45.0) -> float:
-        """Wait until the gateway is idle again (an overloaded step leaves a backlog that the
-        next step would otherwise measure): its CPU use below 0.15 cores over 0.5 s. Commands
-        already counted lost may never finish, so they are not waited for."""
+        """Wait until the server is idle again (an overloaded step leaves a backlog that the
+        next step would otherwise measure): its processes' CPU use together below 0.15 cores
+        over 0.5 s. Commands already counted lost may never finish, so they are not waited for."""
         t0 = time.monotonic()
-        pid = self.gateway.pid
         while time.monotonic() - t0 < within:
-            c0 = cpu_seconds(pid)
+            c0 = self.server.cpu_seconds()
             await asyncio.sleep(0.5)
-            if cpu_seconds(pid) - c0 < 0.075:
+            if self.server.cpu_seconds() - c0 < 0.075:
                 break
         return round(time.monotonic() - t0, 1)
 
@@ -116,30 +122,40 @@ class Runner:
             self.stats = await asyncio.to_thread(self.sim.fresh_stats)
         before = self.stats
         dup_before = client.t.duplicate_terminal
-        meter = CpuMeter(
-            {
-                "gateway": self.gateway.pid,
-                "mosquitto": self.broker.pid,
-                "simulator": self.sim.pid,
-                "loadgen": os.getpid(),
-            }
-        )
+        pids = {
+            **self.server.pids,
+            "mosquitto": self.broker.pid,
+            "simulator": self.sim.pid,
+            "loadgen": os.getpid(),
+        }
+        meter, to_done = CpuMeter(pids), CpuMeter(pids)
+        gateway, worker = self.server.pids["gateway-0"], self.server.pids["worker-0"]
         profiles = []
         if native:
-            profiles = [("gateway_native", Profile(self.gateway.pid, duration, 100, native=True))]
+            profiles = [("gateway_native", Profile(gateway, duration, 100, native=True))]
         if profile:
             profiles = [
-                ("gateway", Profile(self.gateway.pid, duration)),
-                ("gateway_gil_holder", Profile(self.gateway.pid, duration, gil=True)),
+                ("gateway", Profile(gateway, duration)),
+                ("gateway_gil_holder", Profile(gateway, duration, gil=True)),
+                ("worker", Profile(worker, duration)),
+                ("worker_gil_holder", Profile(worker, duration, gil=True)),
                 ("simulator", Profile(self.sim.pid, duration)),
             ]
         meter.start()
+        to_done.start()
         send = await client.run_open_loop(first, count, rate, self.devices)
         cpu = meter.stop()
         await client.wait_terminal(refs, self.args.drain)
+        cpu_done = to_done.stop()
         report = client.step_report(refs, send, rate, dup_before)
         report["planned"] = count
         report["cpu_during_send"] = cpu
+        report["cpu_to_done"] = cpu_done
+        report["cpu_per_command"] = cpu_per_command(
+            cpu_done,
+            report["terminal"].get("succeeded", 0),
+            {"tether": [*self.server.pids, "mosquitto"], "server": list(self.server.pids)},
+        )
         after = await asyncio.to_thread(self.sim.fresh_stats)
         self.stats = after
         if before and after:
@@ -162,12 +178,13 @@ def brief(step: dict[str, Any]) -> str:
     lat = step["latency_from_schedule"]
     hops = " ".join(f"{k}={v.get('p50_ms')}" for k, v in step.get("hops", {}).items())
     cores = step["cpu_during_send"]["cores"]
+    per_cmd = step.get("cpu_per_command", {}).get("tether_ms")
     return (
         f"rate {step['offered_rate']:>6}/s sent {step['sent']:>6} "
         f"p50 {lat.get('p50_ms')} p99 {lat.get('p99_ms')} ms lost {step['lost']} "
         f"err {step['errors']} compl {step['completion_rate']}/s "
         f"sustained {step['sustained']} closed {step['ws_closed']} | hop p50 ms: {hops} | "
-        f"cores {cores}"
+        f"cpu/cmd {per_cmd} ms | cores {cores}"
     )
 
 
@@ -231,7 +248,7 @@ async def ladder(runner: Runner, args: argparse.Namespace) -> dict[str, Any]:
     }
     if args.profile:
         rate = args.profile_rate or (min(failed) if failed else max(passed, default=1000))
-        log(f"profiling step at {rate}/s (py-spy on the gateway and the simulator)")
+        log(f"profiling step at {rate}/s (py-spy on a gateway, a worker and the simulator)")
         step = await runner.step(rate, args.duration, profile=True)
         log("  profiled " + brief(step))
         out["profiled_step"] = step
@@ -247,6 +264,9 @@ async def ladder(runner: Runner, args: argparse.Namespace) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--devices", type=int, default=1000)
+    parser.add_argument("--workers", type=int, default=1, help="bridge worker processes")
+    parser.add_argument("--gateways", type=int, default=1, help="gateway processes (one port)")
+    parser.add_argument("--groups", type=int, default=2, help="shard groups of the new store")
     parser.add_argument(
         "--rates", type=lambda s: [float(x) for x in s.split(",")], default=[100, 200, 500, 1000]
     )
@@ -273,13 +293,17 @@ def main() -> int:
         "bench": "e2e_ws",
         "machine": machine_facts(),
         "devices": args.devices,
+        "topology": {"workers": args.workers, "gateways": args.gateways, "groups": args.groups},
     }
     with Harness("e2e") as h:
         broker = h.broker()
-        gateway = h.gateway(broker)
-        log(f"broker :{broker.port}, gateway :{gateway.port}; provisioning {args.devices} via REST")
+        server = h.server(broker, workers=args.workers, gateways=args.gateways, groups=args.groups)
+        log(
+            f"broker :{broker.port}, {args.workers} worker(s) + {args.gateways} gateway(s) "
+            f":{server.port}; provisioning {args.devices} via REST"
+        )
         creds = h.work / "fleet.json"
-        prov_s = gateway.provision_rest(numbered_ids(args.devices, "sim-"), creds, workers=8)
+        prov_s = server.provision_rest(numbered_ids(args.devices, "sim-"), creds, workers=8)
         result["provision_rest"] = {
             "devices": args.devices,
             "seconds": round(prov_s, 2),
@@ -289,7 +313,7 @@ def main() -> int:
         log(f"provisioned in {prov_s:.1f} s; starting the simulator")
         sim = h.simulator(creds, args.devices, broker, latency=0.0, report_every=1.0)
         connected = sim.wait_all_connected(120)
-        online_s = gateway.wait_online(args.devices, 120)
+        online_s = server.wait_online(args.devices, 120)
         result["fleet_connect"] = {
             "simulator_seconds": connected and connected["seconds"],
             "bridge_online_seconds_after": online_s and round(online_s, 2),
@@ -298,12 +322,12 @@ def main() -> int:
             result["error"] = "fleet did not come online"
             emit(result)
             return 1
-        runner = Runner(args, gateway, sim, broker)
+        runner = Runner(args, server, sim, broker)
         t0 = time.monotonic()
         result.update(asyncio.run(_run(runner, args)))
         result["load_seconds"] = round(time.monotonic() - t0, 1)
         result["rss_mib"] = {
-            "gateway": _rss(gateway.pid),
+            **server.rss_mib(),
             "mosquitto": _rss(broker.pid),
             "simulator": _rss(sim.pid),
         }

@@ -1,10 +1,11 @@
 """Bench: provisioning through the REST API (``POST /api/devices``), as the fleet grows.
 
-Its own Mosquitto and gateway; ``tether_cli.fleet.provision_fleet`` with ``--workers`` parallel HTTP
-connections provisions ``sim-00001``… until ``--devices`` are done or ``--budget`` seconds have
-passed (bounded: it is slow). Reports the rate per block of ``--block`` devices, which shows how
-the cost of one provisioning grows with the number of devices already provisioned (each creates a
-dynamic-security client and role in Mosquitto, which rewrites its whole JSON file every time).
+Its own Mosquitto, a bridge worker and a gateway; ``tether_cli.fleet.provision_fleet`` with
+``--workers`` parallel HTTP connections provisions ``sim-00001``… until ``--devices`` are done or
+``--budget`` seconds have passed (bounded: it is slow). Reports the rate per block of ``--block``
+devices, which shows how the cost of one provisioning grows with the number of devices already
+provisioned (each creates a dynamic-security client and role in Mosquitto, which rewrites its whole
+JSON file every time).
 
     .venv/bin/python bench/provision_rest.py [--devices 10000] [--budget 120]
 """
@@ -39,18 +40,18 @@ def main() -> int:
     }
     with Harness("provision") as h:
         broker = h.broker()
-        gateway = h.gateway(broker)
+        server = h.server(broker)
         ids = numbered_ids(args.devices, "sim-")
         done_at: list[float] = []
         lock = threading.Lock()
         stop = threading.Event()
         t0 = time.monotonic()
-        meter = CpuMeter({"gateway": gateway.pid, "mosquitto": broker.pid, "loadgen": os.getpid()})
+        meter = CpuMeter({**server.pids, "mosquitto": broker.pid, "loadgen": os.getpid()})
         meter.start()
 
         def worker(chunk: list[str]) -> None:
             with httpx.Client(
-                base_url=gateway.url,
+                base_url=server.url,
                 timeout=120,
                 headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
             ) as api:

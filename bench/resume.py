@@ -1,14 +1,14 @@
 """Bench: resume. A WebSocket client reconnects with a cursor 10,000 events back; how fast are the
 events replayed?
 
-Its own Mosquitto and gateway, 20 devices provisioned through the REST API and simulated
-(``--latency 0``). A live WebSocket client records every event (cursor and data) while
+Its own Mosquitto, a bridge worker and a gateway, 20 devices provisioned through the REST API and
+simulated (``--latency 0``). A live WebSocket client records every event (cursor and data) while
 ``--commands`` echo commands run to completion (four command events each). Then a new WebSocket
-connects with ``?last_event_id=<cursor of the event 10,000 from the end>`` and the bench times
-the arrival of the 10,000 events after it; it checks the replay is exact (the same 10,000 event
-payloads, none missing, none twice). A server that closes the connection (1013: too slow) is
-resumed from the last cursor received, as a client should; such reconnects are counted. The same
-replay is timed over SSE (``GET /api/events`` with ``Last-Event-ID``) for comparison.
+connects with ``?last_event_id=<cursor of the event 10,000 from the end>`` and the bench times the
+arrival of the 10,000 events after it; it checks the replay is exact (the same 10,000 event
+payloads, none missing, none twice). A server that closes the connection (1013: too slow) is resumed
+from the last cursor received, as a client should; such reconnects are counted. The same replay is
+timed over SSE (``GET /api/events`` with ``Last-Event-ID``) for comparison.
 
     .venv/bin/python bench/resume.py [--back 10000] [--repeat 3]
 """
@@ -104,8 +104,8 @@ def exact(expected: list[str], got: list[str]) -> dict[str, Any]:
     }
 
 
-async def fill(gateway: Any, devices: list[str], commands: int) -> WsLoad:
-    live = WsLoad(gateway.ws_url, keep_cursors=True, keep_data=True)
+async def fill(server: Any, devices: list[str], commands: int) -> WsLoad:
+    live = WsLoad(server.ws_url, keep_cursors=True, keep_data=True)
     await live.open()
     await asyncio.sleep(0.3)
     refs = range(1, commands + 1)
@@ -128,14 +128,14 @@ def main() -> int:
     result: dict[str, Any] = {"bench": "resume", "machine": machine_facts(), "back": args.back}
     with Harness("resume") as h:
         broker = h.broker()
-        gateway = h.gateway(broker)
+        server = h.server(broker)
         devices = numbered_ids(20, "sim-")
         creds = h.work / "fleet.json"
-        gateway.provision_rest(devices, creds)
+        server.provision_rest(devices, creds)
         sim = h.simulator(creds, len(devices), broker, latency=0.0)
-        if not sim.wait_all_connected(30) or gateway.wait_online(len(devices), 30) is None:
+        if not sim.wait_all_connected(30) or server.wait_online(len(devices), 30) is None:
             raise RuntimeError("fleet did not come online")
-        live = asyncio.run(fill(gateway, devices, args.commands))
+        live = asyncio.run(fill(server, devices, args.commands))
         cursors = live.t.cursors or []
         datas = live.t.datas or []
         if len(cursors) <= args.back:
@@ -144,11 +144,11 @@ def main() -> int:
         expected = datas[-args.back :]
         sim.stop()  # nothing more happens meanwhile: the replay reads a quiet store
         ws_runs, sse_runs = [], []
-        pids = {"gateway": gateway.pid, "loadgen": os.getpid()}
+        pids = {**server.pids, "loadgen": os.getpid()}
         for i in range(args.repeat):
             meter = CpuMeter(pids)
             meter.start()
-            r = asyncio.run(replay_ws(gateway.ws_url, cursor, args.back, args.timeout))
+            r = asyncio.run(replay_ws(server.ws_url, cursor, args.back, args.timeout))
             r["cpu"] = meter.stop()
             r.update(exact(expected, r.pop("datas")))
             log(
@@ -159,7 +159,7 @@ def main() -> int:
             ws_runs.append(r)
             meter = CpuMeter(pids)
             meter.start()
-            s = replay_sse(gateway.url, cursor, args.back, args.timeout)
+            s = replay_sse(server.url, cursor, args.back, args.timeout)
             s["cpu"] = meter.stop()
             s.update(exact(expected, s.pop("datas")))
             log(

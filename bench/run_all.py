@@ -5,13 +5,21 @@ runs them with a time limit each, collects the JSON each prints as its last line
 it to ``bench/results/run-<UTC time>.json`` and prints a table of the figures against the targets,
 with Tether's end-to-end figures as ratios of the raw MQTT baseline measured in the same run.
 
+The end-to-end bench runs for two server topologies, 1 worker + 1 gateway (``e2e``) and 2 workers
++ 2 gateways (``e2e_2x2``), next to the raw baseline; ``--repeat N`` runs the chosen benches N
+times, alternating (baseline, e2e, e2e_2x2, baseline, ...), and the topology table gives the
+median of each figure over the rounds, with each round's Tether/raw ratio taken within the round.
+
     .venv/bin/python bench/run_all.py [--only e2e,baseline] [--no-profile] [--quick]
+    .venv/bin/python bench/run_all.py --only baseline,e2e,e2e_2x2 --repeat 3 --no-profile
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import statistics
 import subprocess
 import sys
 import time
@@ -26,7 +34,8 @@ from _common import machine_facts  # noqa: E402
 BENCHES: dict[str, list[str]] = {
     "store": ["store_transitions.py"],
     "baseline": ["baseline_raw.py"],
-    "e2e": ["e2e_ws.py"],
+    "e2e": ["e2e_ws.py", "--workers", "1", "--gateways", "1"],
+    "e2e_2x2": ["e2e_ws.py", "--workers", "2", "--gateways", "2"],
     "catchup": ["catchup.py"],
     "resume": ["resume.py"],
     "scale": ["scale_10k.py"],
@@ -36,6 +45,7 @@ QUICK = {
     "store": ["--commands", "5000", "--repeat", "1"],
     "baseline": ["--devices", "200", "--duration", "3", "--search", "2000", "--bisect", "0"],
     "e2e": ["--devices", "200", "--duration", "3", "--search", "1500", "--bisect", "0"],
+    "e2e_2x2": ["--devices", "200", "--duration", "3", "--search", "1500", "--bisect", "0"],
     "catchup": ["--repeat", "1"],
     "resume": ["--repeat", "1"],
     "scale": ["--devices", "2000", "--hold", "10", "--duration", "4"],
@@ -44,7 +54,8 @@ QUICK = {
 
 
 def run_one(name: str, extra: list[str], timeout: float) -> dict[str, Any]:
-    argv = [sys.executable, str(HERE / BENCHES[name][0]), *extra]
+    script, *fixed = BENCHES[name]
+    argv = [sys.executable, str(HERE / script), *fixed, *extra]
     print(f"\n=== {name}: {' '.join(argv[1:])}", file=sys.stderr, flush=True)
     t0 = time.monotonic()
     try:
@@ -179,8 +190,8 @@ def table(results: dict[str, dict[str, Any]]) -> tuple[list[list[str]], list[lis
             v = rss.get(when, {})
             rows.append(
                 [
-                    f"  RSS {when.replace('_', ' ')}: gateway+bridge / mosquitto / simulator",
-                    f"{v.get('gateway')} / {v.get('mosquitto')} / {v.get('simulator')} MiB",
+                    f"  RSS {when.replace('_', ' ')}: workers+gateways / mosquitto / simulator",
+                    f"{_server_rss(v)} / {v.get('mosquitto')} / {v.get('simulator')} MiB",
                     "",
                     "",
                 ]
@@ -324,6 +335,102 @@ def table(results: dict[str, dict[str, Any]]) -> tuple[list[list[str]], list[lis
     return rows, targets
 
 
+TOPOLOGIES = {"e2e": "1 worker + 1 gateway", "e2e_2x2": "2 workers + 2 gateways"}
+
+
+def _cpu_ms(step: dict[str, Any] | None, key: str) -> float | None:
+    return (step or {}).get("cpu_per_command", {}).get(key)
+
+
+def _saturation(res: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(the highest sustained step, the first step that was not sustained)."""
+    steps = res.get("fixed", []) + res.get("search", [])
+    best = res.get("max_sustained_rate")
+    top = next((s for s in steps if s["offered_rate"] == best and s["sustained"]), None)
+    failed = res.get("first_failed_rate")
+    over = next((s for s in steps if s["offered_rate"] == failed and not s["sustained"]), None)
+    return top, over
+
+
+def topology_figures(res: dict[str, Any], raw: dict[str, Any], cpu_key: str) -> dict[str, Any]:
+    """One round's figures of one topology (or of the raw baseline, with ``raw`` itself)."""
+    s200 = _step(res, 200)
+    top, over = _saturation(res)
+    rate, raw_rate = res.get("max_sustained_rate"), raw.get("max_sustained_rate")
+    lost = sum(s.get("lost", 0) for s in res.get("fixed", []) + res.get("search", []) if s)
+    per_process = (top or {}).get("cpu_per_command", {}).get("per_process_ms", {})
+    return {
+        "sustained_rate": rate,
+        "ratio_to_raw": round(rate / raw_rate, 3) if rate and raw_rate else None,
+        "p50_ms_at_200": _lat(s200, "p50_ms"),
+        "p99_ms_at_200": _lat(s200, "p99_ms"),
+        "lost_at_200": s200.get("lost") if s200 else None,
+        "cpu_ms_per_cmd_at_200": _cpu_ms(s200, cpu_key),
+        "cpu_ms_per_cmd_at_sustained_max": _cpu_ms(top, cpu_key),
+        "cpu_ms_per_cmd_overloaded": _cpu_ms(over, cpu_key),
+        "overloaded_rate": res.get("first_failed_rate"),
+        "cpu_ms_per_cmd_per_process_at_sustained_max": per_process,
+        "cores_at_sustained_max": (
+            (top or {}).get("cpu_to_done") or (top or {}).get("cpu", {})
+        ).get("cores", {}),
+        "lost_in_sustained_steps": sum(
+            s.get("lost", 0) for s in res.get("fixed", []) + res.get("search", []) if s["sustained"]
+        ),
+        "lost_all_steps": lost,
+    }
+
+
+def topologies(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """Per topology: each round's figures and the median of each number over the rounds."""
+    out: dict[str, Any] = {}
+    for name, key in (("baseline", "raw_ms"), *((n, "tether_ms") for n in TOPOLOGIES)):
+        per_round = [
+            topology_figures(r[name], r.get("baseline", {}), key)
+            for r in rounds
+            if name in r and "error" not in r[name]
+        ]
+        if not per_round:
+            continue
+        medians: dict[str, Any] = {}
+        for field in per_round[0]:
+            values = [f[field] for f in per_round if isinstance(f.get(field), (int, float))]
+            if values and not isinstance(per_round[0][field], dict):
+                medians[field] = round(statistics.median(values), 3)
+        out[name] = {"rounds": per_round, "median": medians}
+    return out
+
+
+def topology_markdown(topo: dict[str, Any]) -> str:
+    names = [n for n in ("baseline", *TOPOLOGIES) if n in topo]
+    label = {"baseline": "raw MQTT (controller + broker)", **TOPOLOGIES}
+    rows = [
+        ("highest sustained rate, zero loss (/s)", "sustained_rate"),
+        ("ratio to raw (same round)", "ratio_to_raw"),
+        ("p50 at 200/s (ms)", "p50_ms_at_200"),
+        ("p99 at 200/s (ms)", "p99_ms_at_200"),
+        ("CPU ms per command at 200/s", "cpu_ms_per_cmd_at_200"),
+        ("CPU ms per command at the highest sustained rate", "cpu_ms_per_cmd_at_sustained_max"),
+        ("CPU ms per command overloaded (first failed step)", "cpu_ms_per_cmd_overloaded"),
+        ("lost in sustained steps", "lost_in_sustained_steps"),
+    ]
+    out = ["| median of rounds | " + " | ".join(label[n] for n in names) + " |"]
+    out.append("|---" * (len(names) + 1) + "|")
+    for text, field in rows:
+        cells = []
+        for n in names:
+            vals = [r.get(field) for r in topo[n]["rounds"]]
+            med = topo[n]["median"].get(field)
+            cells.append(f"{_fmt(med)} ({', '.join(_fmt(v) for v in vals)})")
+        out.append(f"| {text} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def _server_rss(rss: dict[str, Any]) -> float | None:
+    """The server processes' RSS together (``gateway`` alone in runs from before the split)."""
+    own = [v for k, v in rss.items() if k.startswith(("worker-", "gateway"))]
+    return round(sum(own), 1) if own else None
+
+
 def _met(ok: bool) -> str:
     return "met" if ok else "MISSED"
 
@@ -358,28 +465,51 @@ def main() -> int:
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--quick", action="store_true", help="small sizes, to check the scripts")
     parser.add_argument("--timeout", type=float, default=600.0, help="per benchmark")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds, alternating the benches")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAMES=ARGS",
+        help='extra arguments for some benches, e.g. --set e2e,e2e_2x2="--devices 200"',
+    )
     parser.add_argument("--from-json", type=Path, help="only print the table of an earlier run")
     args = parser.parse_args()
     if args.from_json:
         doc = json.loads(args.from_json.read_text())
         rows, targets = table(doc["results"])
         print(markdown(rows, targets))
+        if doc.get("topologies"):
+            print("\n" + topology_markdown(doc["topologies"]))
         return 0
     started = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    results: dict[str, dict[str, Any]] = {}
-    for name in args.only.split(","):
-        extra = list(QUICK.get(name, [])) if args.quick else []
-        if not args.no_profile and name in ("e2e", "store"):
-            extra.append("--profile")
-        results[name] = run_one(name, extra, args.timeout)
-        if "error" in results[name]:
-            print(f"{name}: {results[name]['error']}", file=sys.stderr)
+    chosen: dict[str, list[str]] = {}
+    for item in args.set:
+        names, _, text = item.partition("=")
+        for name in names.split(","):
+            chosen.setdefault(name, []).extend(shlex.split(text))
+    rounds: list[dict[str, dict[str, Any]]] = []
+    for n in range(args.repeat):
+        results: dict[str, dict[str, Any]] = {}
+        for name in args.only.split(","):
+            extra = list(QUICK.get(name, [])) if args.quick else []
+            extra += chosen.get(name, [])
+            if not args.no_profile and name in ("e2e", "store") and n == 0:
+                extra.append("--profile")
+            results[name] = run_one(name, extra, args.timeout)
+            if "error" in results[name]:
+                print(f"{name}: {results[name]['error']}", file=sys.stderr)
+        rounds.append(results)
+    results = rounds[0]
     doc = {
         "started_utc": started,
         "machine": machine_facts(),
         "quick": args.quick,
+        "argv": sys.argv[1:],
         "contention": contention(results),
         "results": results,
+        "later_rounds": rounds[1:],
+        "topologies": topologies(rounds),
     }
     out_dir = HERE / "results"
     out_dir.mkdir(exist_ok=True)
@@ -393,6 +523,9 @@ def main() -> int:
     )
     print(f"other processes' CPU during measured steps: {doc['contention']}\n")
     print(markdown(rows, targets))
+    if doc["topologies"]:
+        print(f"\nend to end by topology, {args.repeat} round(s): median (each round)\n")
+        print(topology_markdown(doc["topologies"]))
     print(f"\nraw results: {out}")
     return 0
 

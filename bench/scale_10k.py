@@ -3,13 +3,13 @@
 Its own Mosquitto (Tether's config; RLIMIT_NOFILE raised to the hard limit, inherited by every
 child) with the 10,000 device logins written into its dynamic-security file before it starts,
 and the same devices created in the command store directly (``jobs.create_device``) before the
-gateway opens it: live provisioning through ``POST /api/devices`` is measured on its own by
+workers open it: live provisioning through ``POST /api/devices`` is measured on its own by
 ``provision_rest.py`` because it is far too slow for 10,000 (see there). Then ``tether simulate
 10000`` runs in its own process and the bench measures:
 
 - time to connect them all (the simulator's own report, and wall time from its launch), and the
   time until the bridge has recorded every one online (``/api/fleet``);
-- resident memory (VmRSS) of the gateway (the bridge runs inside it), the broker and the simulator,
+- resident memory (VmRSS) of the bridge worker, the gateway, the broker and the simulator,
   before the fleet, after it connected, and after load;
 - commands still flowing: open-loop WebSocket load at 200/s and 400/s spread over all 10,000
   devices (latency p50/p99, lost), while the fleet stays connected across keepalives.
@@ -43,9 +43,9 @@ from tether_cli.fleet import numbered_ids
 
 
 async def load(
-    gateway: Any, broker: Any, sim: Any, devices: list[str], rates: list[float], duration: float
+    server: Any, broker: Any, sim: Any, devices: list[str], rates: list[float], duration: float
 ) -> list[dict[str, Any]]:
-    client = WsLoad(gateway.ws_url)
+    client = WsLoad(server.ws_url)
     await client.open()
     await asyncio.sleep(0.3)
     # Spread consecutive commands over the fleet: ref n goes to devices[n % N].
@@ -57,7 +57,7 @@ async def load(
         before = await asyncio.to_thread(sim.fresh_stats)
         meter = CpuMeter(
             {
-                "gateway": gateway.pid,
+                **server.pids,
                 "mosquitto": broker.pid,
                 "simulator": sim.pid,
                 "loadgen": os.getpid(),
@@ -85,7 +85,7 @@ async def load(
         ref += n
         if client.closed is not None:
             await client.close()
-            client = WsLoad(gateway.ws_url)
+            client = WsLoad(server.ws_url)
             await client.open()
     await client.close()
     return steps
@@ -120,12 +120,12 @@ def main() -> int:
         result["broker_start_with_file_devices_s"] = round(time.monotonic() - t0, 2)
         creds = save_creds(h.work / "fleet.json", broker.credentials)
         result["store_seed_s"] = round(seed_store(h.work, ids), 2)
-        gateway = h.gateway(broker)
+        server = h.server(broker)
         rss: dict[str, Any] = {
-            "before_fleet": {"gateway": rss_mib(gateway.pid), "mosquitto": rss_mib(broker.pid)}
+            "before_fleet": {**server.rss_mib(), "mosquitto": rss_mib(broker.pid)}
         }
         log(
-            f"broker :{broker.port} and gateway :{gateway.port} up; launching {args.devices} "
+            f"broker :{broker.port} and gateway :{server.port} up; launching {args.devices} "
             "simulated devices"
         )
         sim = h.simulator(
@@ -136,11 +136,11 @@ def main() -> int:
             report_every=1.0,
             connect_concurrency=args.connect_concurrency,
         )
-        meter = CpuMeter({"gateway": gateway.pid, "mosquitto": broker.pid, "simulator": sim.pid})
+        meter = CpuMeter({**server.pids, "mosquitto": broker.pid, "simulator": sim.pid})
         meter.start()
         connected = sim.wait_all_connected(240)
         wall = time.monotonic() - sim.launched
-        online_after = gateway.wait_online(args.devices, 180)
+        online_after = server.wait_online(args.devices, 180)
         bridge_wall = time.monotonic() - sim.launched
         result["connect"] = {
             "all_connected": bool(connected),
@@ -153,7 +153,7 @@ def main() -> int:
         }
         log(f"connected: {result['connect']}")
         rss["after_connect"] = {
-            "gateway": rss_mib(gateway.pid),
+            **server.rss_mib(),
             "mosquitto": rss_mib(broker.pid),
             "simulator": rss_mib(sim.pid),
         }
@@ -163,7 +163,7 @@ def main() -> int:
             emit(result)
             return 1
         hold_start = time.monotonic()
-        result["load"] = asyncio.run(load(gateway, broker, sim, ids, args.rates, args.duration))
+        result["load"] = asyncio.run(load(server, broker, sim, ids, args.rates, args.duration))
         left = args.hold - (time.monotonic() - hold_start)
         if left > 0:
             time.sleep(left)  # the hold is the test: keepalives must keep every device connected
@@ -172,10 +172,10 @@ def main() -> int:
             "seconds": round(time.monotonic() - hold_start, 1),
             "simulator_connected": stats and stats["connected"],
             "simulator_disconnects": stats and stats["disconnects"],
-            "bridge_online": gateway.online(),
+            "bridge_online": server.online(),
         }
         rss["after_load"] = {
-            "gateway": rss_mib(gateway.pid),
+            **server.rss_mib(),
             "mosquitto": rss_mib(broker.pid),
             "simulator": rss_mib(sim.pid),
         }
