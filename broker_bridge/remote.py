@@ -162,11 +162,13 @@ class RemoteService(StoreReads):
 
     def _owner_status(self, group: int, payload: bytes) -> None:
         status = json.loads(payload) if payload else None
+        if status is not None and not isinstance(status, dict):
+            raise ValueError("an owner status must be a JSON object")
         with self._owners_lock:
             if status is None:
                 self._owners.pop(group, None)
                 return
-            status["heard"] = time.time()
+            status["heard"] = time.monotonic()
             self._owners[group] = status
         feed, loop = self._feed, self._loop
         if feed is not None and loop is not None:
@@ -246,7 +248,7 @@ class RemoteService(StoreReads):
     def owners(self) -> list[dict[str, Any]]:
         """The live owner of each group, as it last reported, with how far this gateway's
         live feed is behind it."""
-        now = time.time()
+        now = time.monotonic()
         with self._owners_lock:
             owners = {g: dict(s) for g, s in self._owners.items()}
         feed = self._feed

@@ -132,6 +132,7 @@ def test_device_offline_longer_than_its_session_gets_its_commands_again(
     device.client.disconnect(properties=props)
     assert device.wait_disconnected()
     device.client.loop_stop()
+    wait_until(lambda: not bridge.device("dev-a")["online"], what="known offline")
 
     ids = [bridge.bridge.send("dev-a", "echo", {"n": n}).result(10).record["id"] for n in range(3)]
     # Known offline: the commands wait in the store, not in a broker session (issue 13).
