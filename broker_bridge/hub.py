@@ -1,9 +1,9 @@
 """Fan committed events out to live subscribers, each with a bounded queue.
 
-The store announces events from the thread that committed them; the hub hops them onto the
-event loop in that order. A subscriber that falls ``maxsize`` events behind is cut off (its
-``overflowed`` flag is set and its ``get`` raises): it resumes later from its cursor, and the
-server's memory never grows with a slow client.
+Events reach the hub on the event loop, in commit order per shard. A subscriber that falls
+``maxsize`` events behind is dropped (its ``overflowed`` flag is set and its ``get`` raises): its
+stream goes back to reading the store from where its client is (:mod:`broker_bridge.stream`),
+and the server's memory never grows with a burst or a slow client.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ class EventHub:
         self._loop = loop
         self._subscribers: set[Subscription] = set()
         self.delivered = 0
+        self.catch_ups = 0  # streams that overflowed their live buffer and re-read the store
 
     def announce_threadsafe(self, events: list[StoredEvent]) -> None:
         """Called on the store's committing thread after a commit."""

@@ -298,6 +298,8 @@ class RemoteService(StoreReads):
             counters.count(key, value)
         if self._feed is not None:
             counters.count("gap_repairs", self._feed.repairs)
+        if self._hub is not None:
+            counters.count("stream_catch_ups", self._hub.catch_ups)
         return Figures(
             broker_connected=self.session.connected.is_set(),
             broker=self.broker_figures.snapshot(),
