@@ -215,6 +215,25 @@ class DeviceClient(aiomqtt.Client):
                 setattr(self, attr, asyncio.Future())
         return await super().__aenter__()
 
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Any = None,
+    ) -> None:
+        # aiomqtt 2.5 ignores a connection lost before its CONNACK, so `__aenter__` would wait
+        # out `timeout` (the keepalive) for a CONNACK that cannot come: fail the attempt now.
+        # Pending `_connected` with the lock held: inside `__aenter__` (paho calls this on the
+        # loop thread, from loop_read, loop_write or loop_misc).
+        if not self._connected.done() and self._lock.locked():
+            self._connected.set_exception(
+                aiomqtt.MqttError(f"connection lost before CONNACK: {reason_code}")
+            )
+            return
+        super()._on_disconnect(client, userdata, flags, reason_code, properties)
+
     # aiomqtt 2.5 registers a socket with the loop later (``call_soon_threadsafe``), and does not
     # check when that runs whether the socket is still open: a device that drops and reconnects
     # within a loop turn then gets its reader, or a stale writer, on a closed descriptor or on
@@ -393,6 +412,13 @@ class SimulatedDevice:
             reasons = await self.client.subscribe(self.cmd_topic, qos=1)
         except aiomqtt.MqttError as exc:
             log.debug("%s: no SUBACK: %s", self.device_id, exc)
+            return
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            # The connection ended (`_serve` cancelled this) on the loop turn the SUBACK came
+            # in, and Python 3.11's `wait_for` then returns the result instead of raising
+            # CancelledError. Going on would mark a closed connection `connected` after `_end`,
+            # and the chaos drop would then cut the next connection before its CONNACK.
             return
         if _refused(reasons):
             log.error("%s: not allowed to subscribe to %s", self.device_id, self.cmd_topic)

@@ -239,3 +239,33 @@ def test_status_payloads_of_the_fleet_follow_the_contract(
     assert all(r and s.online and s.at for r, s in retained.values())
     live.disconnect()
     late.disconnect()
+
+
+def test_a_connection_lost_before_its_connack_fails_the_attempt_at_once(
+    broker: BrokerHandle,
+) -> None:
+    """aiomqtt alone would wait out its timeout (here the keepalive, 25 s) for a CONNACK on a
+    connection that is already gone; a flapping device then sat out of the fleet that long."""
+    import aiomqtt
+
+    from devices.config import AgentSettings
+    from devices.simulator import DeviceClient
+
+    (creds,) = broker.provision("cut-early")
+    settings = AgentSettings(
+        creds.device_id, broker.host, broker.port, creds.username, creds.password, prefix=PREFIX
+    )
+
+    class CutBeforeConnack(DeviceClient):
+        def _watch_reads(self, sock: Any) -> None:
+            self.cut()  # the network fails between the CONNECT and its CONNACK
+            super()._watch_reads(sock)
+
+    async def attempt() -> None:
+        client = CutBeforeConnack(settings)
+        assert client.timeout >= 25
+        with pytest.raises(aiomqtt.MqttError, match="before CONNACK"):
+            async with asyncio.timeout(5):
+                await client.__aenter__()
+
+    asyncio.run(attempt())
