@@ -135,14 +135,18 @@ class Bridge:
             self._on_connected,
             will=(self.internal.owner(settings.group), b""),
         )
-        self.store = ShardedStore(
-            settings.data_dir,
-            settings.shards,
-            synchronous=settings.synchronous,
-            wake=self.session.wake,
-            groups=groups,
-            owned=owned,
-        )
+        try:
+            self.store = ShardedStore(
+                settings.data_dir,
+                settings.shards,
+                synchronous=settings.synchronous,
+                wake=self.session.wake,
+                groups=groups,
+                owned=owned,
+            )
+        except BaseException:
+            self.session.stop()  # never started: this closes its sockets
+            raise
         # The session's I/O thread runs the store's commits between network reads.
         self.session.work = self.store.drain_writes
         self.retry = StoreRetry(
