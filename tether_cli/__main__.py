@@ -2,6 +2,6 @@
 
 import sys
 
-from tether_cli.main import main
+from tether_cli.main import cli
 
-sys.exit(main())
+sys.exit(cli())

@@ -89,7 +89,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `tether status | head` ends quietly
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -100,5 +99,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_handler(args.handler, args)
 
 
+def cli() -> int:
+    """The ``tether`` program (console script, ``python -m tether_cli``). Only a whole program
+    may take SIGPIPE's default: ``tether status | head`` then ends quietly. In a process that
+    calls :func:`main` (tests, an embedder) a write to a closed socket would kill it instead."""
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    return main()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())
