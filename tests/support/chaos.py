@@ -688,14 +688,12 @@ def _ack_gate(spec: dict[str, Any]) -> None:
     devices: list[str] = spec["devices"]
     # Accepted before the bridge hears any retained status (they commit first when it starts):
     # the devices are unknown, not known offline, so the commands are published, not held.
-    for n in range(spec["count"]):
-
-        def report(f: Any, n: int = n) -> None:
-            if f.exception() is None:  # blocked behind the gate: never accepted
-                say(f"accepted {f.result().record['id']} {n}")
-
-        bridge.send(devices[n % len(devices)], "count", {"n": n}).add_done_callback(report)
-    bridge.start()
+    sends = [
+        (n, bridge.send(devices[n % len(devices)], "count", {"n": n})) for n in range(spec["count"])
+    ]
+    bridge.start()  # reported after it has started: no ack can close the gate on its start-up
+    for n, future in sends:
+        say(f"accepted {future.result(30).record['id']} {n}")
     forever.wait()
 
 
