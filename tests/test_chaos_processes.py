@@ -24,9 +24,10 @@ import pytest
 from mosquitto.process import free_port
 from tests.support import store_reader
 from tests.support.brokers import BrokerHandle
-from tests.support.chaos import Fleet, Outcome, check, ledger, runs_by_id, settle
+from tests.support.chaos import Fleet, Outcome, check, eventually, ledger, runs_by_id, settle
 from tests.support.cluster import Cluster
 from tests.support.processes import ADMIN_TOKEN
+from tests.support.waiting import wait_until
 from tests.test_chaos_streams import BEGINNING, Follower, View, provision
 
 pytestmark = [pytest.mark.chaos, pytest.mark.broker]
@@ -154,19 +155,16 @@ def _run_fault(
         burst.run({KILL_AT: strike, **(then or {})})
         taken_over = None
         if kill.startswith("worker-"):
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                owners = cluster.owners()
-                if all(owner is not None and owner != kill for owner in owners.values()):
-                    taken_over = time.monotonic() - killed_at[0]
-                    break
-                time.sleep(0.1)  # polling the gateway's view of the owners
+            wait_until(
+                lambda: all(o is not None and o != kill for o in cluster.owners().values()),
+                30,
+                f"{kill}'s groups owned by another worker",
+            )
+            taken_over = time.monotonic() - killed_at[0]
         ids = set(burst.accepted)
         store = tmp_path / "store"
         settle(store, 30, ids)
-        deadline = time.monotonic() + 30
-        while not view.finished(ids) and time.monotonic() < deadline:
-            time.sleep(0.1)  # the stream client catching up
+        eventually(lambda: view.finished(ids), 30, "the stream client caught up")  # else judged
     finally:
         follower.close()
         fleet.stop()

@@ -7,13 +7,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
 
 from tests.support.brokers import BrokerHandle
-from tests.support.processes import ADMIN_TOKEN, tether_cli
+from tests.support.processes import ADMIN_TOKEN, tether_cli, wait_ready
 
 
 class Cluster:
@@ -78,18 +77,10 @@ class Cluster:
         self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        with httpx.Client(base_url=self.url, timeout=2) as client:
-            while True:
-                for name, proc in self.procs.items():
-                    assert proc.poll() is None, f"{name} exited:\n{self.log_tail(name)}"
-                try:
-                    if client.get("/readyz").status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-                assert time.monotonic() < deadline, "the cluster did not get ready"
-                time.sleep(0.05)  # polling child processes' readiness
+        wait_ready(self.url, self.procs, self.log_tails, timeout)
+
+    def log_tails(self) -> str:
+        return "\n".join(f"{name}:\n{self.log_tail(name)}" for name in self.procs)
 
     def owners(self) -> dict[int, str | None]:
         """Which worker owns each shard group, as a gateway sees it."""

@@ -8,13 +8,14 @@ import queue
 import signal
 import subprocess
 import sys
-import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
 import httpx
 
 from tests.support.brokers import BrokerHandle
+from tests.support.waiting import wait_until
 
 ADMIN_TOKEN = "admin-token-for-process-tests"
 
@@ -84,18 +85,7 @@ class GatewayProcess:
         self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        with httpx.Client(base_url=self.url, timeout=2) as client:
-            while True:
-                assert self.proc is not None and self.proc.poll() is None, self.log_tail()
-                assert self.worker is not None and self.worker.poll() is None, self.log_tail()
-                try:
-                    if client.get("/readyz").status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-                assert time.monotonic() < deadline, "the gateway did not get ready"
-                time.sleep(0.05)  # polling a child process's readiness
+        wait_ready(self.url, {"gateway": self.proc, "worker": self.worker}, self.log_tail, timeout)
 
     @property
     def pid(self) -> int:
@@ -143,3 +133,23 @@ def stop_process(proc: subprocess.Popen[Any] | None, sig: int = signal.SIGTERM) 
         if stream is not None:
             stream.close()
     return proc.returncode
+
+
+def wait_ready(
+    url: str,
+    children: Mapping[str, subprocess.Popen[Any] | None],
+    log_tail: Callable[[], str],
+    timeout: float = 30,
+) -> None:
+    """Until ``url``'s ``/readyz`` answers 200; fail at once if one of ``children`` exits."""
+    with httpx.Client(base_url=url, timeout=2) as client:
+
+        def ready() -> bool:
+            for name, proc in children.items():
+                assert proc is not None and proc.poll() is None, f"{name} exited:\n{log_tail()}"
+            try:
+                return client.get("/readyz").status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(ready, timeout, f"{url} ready")
