@@ -22,9 +22,9 @@ from broker_bridge.store.queries import (
 )
 from broker_bridge.store.sharded import StoreReader
 from tether.protocol.cursor import Cursor
+from tether.protocol.ids import COMMAND_ID_MAX_LENGTH
 from tether.protocol.service import DeviceList, Record
 
-MAX_COMMAND_ID = 64
 STORE_CHECK_SECONDS = 5
 
 
@@ -60,7 +60,7 @@ class StoreReads:
         )
 
     async def command(self, command_id: str) -> Record:
-        if len(command_id) > MAX_COMMAND_ID:
+        if len(command_id) > COMMAND_ID_MAX_LENGTH:
             raise NotFound("no such command")
         results = await self.reader.fan_out(lambda c: get_command(c, command_id))
         for result in results:

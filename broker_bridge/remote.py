@@ -98,33 +98,31 @@ class RemoteService(StoreReads):
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        reader = await self._open_store()
+        reader, heads = await self._open_store()
         super().__init__(reader)
         self._hub = EventHub(self._loop)
-        heads = await self._heads(reader)
         self._feed = LiveFeed(reader, self._hub, heads)
         self._feed.start()
         await asyncio.to_thread(self.session.start)
 
-    async def _open_store(self) -> StoreReader:
-        """The workers create the store; a gateway started with them waits for it."""
+    async def _open_store(self) -> tuple[StoreReader, list[int]]:
+        """The store and each shard's last event. The workers create the store and its shards:
+        a gateway started with them waits until it can read every shard."""
+        data_dir = self.settings.data_dir
         deadline = time.monotonic() + self.settings.store_wait
-        while read_manifest(self.settings.data_dir) is None:
-            if time.monotonic() > deadline:
-                raise StoreConfigError(f"no store in {self.settings.data_dir}: start a worker")
-            await asyncio.sleep(0.2)
-        return StoreReader(self.settings.data_dir)
-
-    async def _heads(self, reader: StoreReader) -> list[int]:
-        """Each shard's last event; a shard its worker has not set up yet is waited for."""
-        deadline = time.monotonic() + self.settings.store_wait
+        reader: StoreReader | None = None
         while True:
             try:
-                return list((await current_cursor(reader)).positions)
+                if reader is None and read_manifest(data_dir) is not None:
+                    reader = StoreReader(data_dir)
+                if reader is not None:
+                    return reader, list((await current_cursor(reader)).positions)
+                problem = f"no store in {data_dir}: start a worker"
             except sqlite3.Error as exc:
-                if time.monotonic() > deadline:
-                    raise StoreConfigError(f"the store cannot be read: {exc}") from exc
-                await asyncio.sleep(0.2)  # a worker is creating its shards
+                problem = f"the store in {data_dir} cannot be read: {exc}"
+            if time.monotonic() > deadline:
+                raise StoreConfigError(problem)
+            await asyncio.sleep(0.2)  # another process is creating it
 
     async def stop(self) -> None:
         await asyncio.to_thread(self.session.stop)
@@ -133,7 +131,7 @@ class RemoteService(StoreReads):
         for future in self._pending.values():
             future.cancel()
         if hasattr(self, "reader"):
-            self.reader.close()
+            await asyncio.to_thread(self.reader.close)  # joins the read pool: not on the loop
 
     # MQTT (the session's I/O thread)
 

@@ -14,6 +14,8 @@ from tether.protocol.errors import ProtocolError
 # an ACL bypass, so the pattern is an allow-list rather than a deny-list.
 DEVICE_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 DEVICE_ID_MAX_LENGTH = 64
+# A path or frame naming a command longer than this names none (ids are 36 characters).
+COMMAND_ID_MAX_LENGTH = 64
 
 
 def validate_device_id(value: object) -> str:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tether.protocol.errors import ProtocolError
-from tether.protocol.ids import is_valid_command_id, validate_device_id
+from tether.protocol.ids import COMMAND_ID_MAX_LENGTH, is_valid_command_id, validate_device_id
 from tether.protocol.service import NewCommand, StoredEvent
 
 INTERNAL = "_bridge"
@@ -145,7 +145,7 @@ def decode_request(payload: bytes) -> Request:
         return Request(op, device_id, deadline, command=command)
     if op == "cancel":
         command_id = _field(body, "command_id", str)
-        if len(command_id) > 64:
+        if len(command_id) > COMMAND_ID_MAX_LENGTH:
             raise ProtocolError("request", "command_id is too long")
         return Request(op, device_id, deadline, command_id=command_id)
     return Request(op, device_id, deadline)
