@@ -11,7 +11,12 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-from tether.protocol.service import StoredEvent, SubscriberTooSlow
+from tether.protocol.errors import Unavailable
+from tether.protocol.service import StoredEvent
+
+
+class SubscriberTooSlow(Unavailable):
+    """A live subscription fell ``maxsize`` events behind; its stream re-reads the store."""
 
 
 class Subscription:

@@ -15,10 +15,10 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 
 from broker_bridge.event_log import read_after
-from broker_bridge.hub import EventHub, Subscription
+from broker_bridge.hub import EventHub, SubscriberTooSlow, Subscription
 from broker_bridge.store.sharded import StoreReader
 from tether.protocol.cursor import Cursor, MovingCursor
-from tether.protocol.service import Positioned, Reset, SubscriberTooSlow
+from tether.protocol.service import Positioned, Reset
 
 
 async def event_stream(

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from tether.protocol.service import Positioned, Reset, SubscriberTooSlow
+from tether.protocol.service import Positioned, Reset
 from ui_gateway.auth import Role
 from ui_gateway.context import gateway_of
 
@@ -41,8 +41,8 @@ async def events_endpoint(request: Request) -> Response:
                     continue
                 try:
                     item = pending.result()
-                except (StopAsyncIteration, SubscriberTooSlow):
-                    return  # too slow: the client reconnects with its Last-Event-ID
+                except StopAsyncIteration:
+                    return
                 finally:
                     pending = None
                 if isinstance(item, Reset):

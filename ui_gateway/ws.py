@@ -22,7 +22,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from tether.protocol import new_command_id, validate_device_id
 from tether.protocol.cursor import Cursor
 from tether.protocol.payloads import loads_strict
-from tether.protocol.service import Positioned, Reset, SubscriberTooSlow, command_id_of
+from tether.protocol.service import Positioned, Reset, command_id_of
 from ui_gateway.auth import Principal, Role
 from ui_gateway.context import Gateway, gateway_of
 from ui_gateway.errors import BadRequest, TetherError, TooSlow, error_frame, error_response
@@ -220,7 +220,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 failure = task.exception()
-                if isinstance(failure, ClientTooSlow | SubscriberTooSlow):
+                if isinstance(failure, ClientTooSlow):
                     close_code, reason = CLOSE_TOO_SLOW, "client too slow: resume from your cursor"
                     gateway.count("ws_too_slow")
                 elif isinstance(failure, WebSocketDisconnect) or (

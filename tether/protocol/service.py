@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tether.protocol.cursor import Cursor
-from tether.protocol.errors import Unavailable
 
 Record = dict[str, Any]
 
@@ -60,10 +59,6 @@ class Reset:
     """The stream cannot go on from the client's cursor (the store no longer keeps it)."""
 
     reason: str
-
-
-class SubscriberTooSlow(Unavailable):
-    """A live stream fell too far behind; the client resumes from its cursor."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +196,8 @@ class CommandService(Protocol):
         self, cursor: Cursor, *, live_buffer: int, page: int
     ) -> AsyncGenerator[Positioned | Reset, None]:
         """Every event after ``cursor``: replayed, then live, with no gap and no duplicate.
-        Raises :class:`SubscriberTooSlow` from the iterator when the client falls behind."""
+        A burst the live side cannot buffer is read from the store instead; it never ends the
+        stream (a client that does not read is cut off by its own connection)."""
         ...
 
     @property
